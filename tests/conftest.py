@@ -1,0 +1,5 @@
+"""Test setup: 8 fake CPU devices (before jax is imported) so sharding tests can build meshes."""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
