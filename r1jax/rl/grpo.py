@@ -17,11 +17,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from r1jax.training.sft import TrainState
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -308,17 +309,8 @@ def minibatches(batch: dict, num_minibatches: int, rng=None, group_size: int | N
 # ----------------------------------------------------------------------------------------------------------------------
 # Train step
 # ----------------------------------------------------------------------------------------------------------------------
-@flax.struct.dataclass
-class RLState:
-    """Policy training state: step (int32 scalar array), params (pytree), opt_state (optax state)."""
-
-    step: jax.Array
-    params: Any
-    opt_state: Any
-
-    @classmethod
-    def create(cls, params, optimizer: optax.GradientTransformation) -> "RLState":
-        return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+# The policy's state is the one TrainState of r1jax.training (step, params, opt_state).
+RLState = TrainState
 
 
 REQUIRED_BATCH_KEYS = ("tokens_BxT", "positions_BxT", "completion_mask_BxT", "advantages_B")

@@ -1,0 +1,66 @@
+"""Programming problems with stdin/stdout tests, scored in the sandbox (`r1jax.rewards.code`).
+
+JSONL records: {"prompt": str, "tests": [{"input": str, "output": str}, ...]}. Without paths the shipped
+`code_sample.jsonl` serves both splits (a smoke test).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
+
+from r1jax.data.jsonl import sample_file
+from r1jax.data.tasks.base import check_format_style, common_components
+from r1jax.data.tasks.math_jsonl import RecordError, load_records, record_text
+from r1jax.rewards.code import MAX_TESTS, code_reward, completion_program
+
+
+def code_record(record: dict) -> dict:
+    prompt = record_text(record, "prompt", "question", "problem")
+    tests = record.get("tests")
+    if not isinstance(tests, list) or not 1 <= len(tests) <= MAX_TESTS:
+        raise RecordError(f"'tests' must be a list of 1..{MAX_TESTS} tests")
+    for i, test in enumerate(tests):
+        if not (isinstance(test, dict) and isinstance(test.get("input"), str) and isinstance(test.get("output"), str)):
+            raise RecordError(f"test {i} must be {{'input': str, 'output': str}}")
+    return {"prompt": prompt, "tests": [{"input": t["input"], "output": t["output"]} for t in tests]}
+
+
+@dataclasses.dataclass
+class CodeTask:
+    train_path: str | None = None
+    test_path: str | None = None
+    timeout_s: float = 2.0  # per test, wall clock
+    memory_mb: int = 512
+    format_style: str = "think_answer"
+
+    name: ClassVar[str] = "code"
+    answer_kind: ClassVar[str] = "code"
+
+    def __post_init__(self):
+        check_format_style(self.format_style)
+        self._cache: dict[str, list[dict]] = {}
+
+    def _load(self, path: str | None) -> list[dict]:
+        path = str(sample_file("code_sample.jsonl")) if path is None else path
+        if path not in self._cache:
+            self._cache[path] = load_records(path, code_record, self.name)
+        return self._cache[path]
+
+    def train_examples(self) -> list[dict]:
+        return self._load(self.train_path)
+
+    def test_examples(self) -> list[dict]:
+        return self._load(self.test_path)
+
+    def reward(self, completion: str, example: Mapping) -> dict[str, float]:
+        """{'accuracy' (all tests pass), 'code_pass' (fraction), 'code_compiled', 'format', 'language'}."""
+        scores = code_reward(
+            completion_program(completion), example["tests"], timeout_s=self.timeout_s, memory_mb=self.memory_mb
+        )
+        return {
+            "accuracy": float(scores["code_pass"] == 1.0),
+            **scores,
+            **common_components(completion, self.format_style),
+        }

@@ -1,0 +1,126 @@
+"""Rollouts: prompts -> sampler (G per prompt) -> text -> rewards -> group advantages -> a training batch.
+
+The batch layout is the one `grpo.make_grpo_train_step` reads: each row is prompt + completion, right-padded to a
+static length; `completion_mask_BxT[b, t] = 1` on the completion's tokens (the stop token included), and the
+sampler's log-probs sit at those same columns.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from r1jax.rl.advantages import dynamic_sampling_mask, group_advantages
+from r1jax.rl.batch import reflection_word_rate, response_length_stats
+from r1jax.sampling import SamplingConfig, sample
+from r1jax.tokenizer import get_template
+
+
+@dataclasses.dataclass
+class Rollout:
+    """G completions for each of P prompts, rows prompt-major (prompt i owns rows i*G ... i*G+G-1)."""
+    examples: list[dict]                 # [P]
+    prompt_ids: list[list[int]]          # [P]
+    tokens: np.ndarray                   # [P*G, N] completion tokens (pad after the stop)
+    logprobs: np.ndarray                 # [P*G, N] sampler log-probs
+    lengths: np.ndarray                  # [P*G]
+    finished: np.ndarray                 # [P*G]
+    texts: list[str]                     # [P*G] what the model wrote (template prefix included)
+    components: dict[str, np.ndarray]    # name -> [P*G] reward components
+    rewards: np.ndarray                  # [P*G] weighted total
+    group_size: int
+
+    def select_groups(self, keep: np.ndarray) -> "Rollout":
+        """The rollout restricted to the prompts where `keep` [P] is true."""
+        rows = np.repeat(keep, self.group_size)
+        pick = lambda xs: [x for x, k in zip(xs, keep) if k]  # noqa: E731
+        return Rollout(pick(self.examples), pick(self.prompt_ids), self.tokens[rows], self.logprobs[rows],
+                       self.lengths[rows], self.finished[rows], [t for t, k in zip(self.texts, rows) if k],
+                       {k: v[rows] for k, v in self.components.items()}, self.rewards[rows], self.group_size)
+
+    @staticmethod
+    def concat(parts: Sequence["Rollout"]) -> "Rollout":
+        first = parts[0]
+        width = max(p.tokens.shape[1] for p in parts)
+        pad = lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1])))  # noqa: E731
+        return Rollout(sum((p.examples for p in parts), []), sum((p.prompt_ids for p in parts), []),
+                       np.concatenate([pad(p.tokens) for p in parts]), np.concatenate([pad(p.logprobs) for p in parts]),
+                       np.concatenate([p.lengths for p in parts]), np.concatenate([p.finished for p in parts]),
+                       sum((p.texts for p in parts), []),
+                       {k: np.concatenate([p.components[k] for p in parts]) for k in first.components},
+                       np.concatenate([p.rewards for p in parts]), first.group_size)
+
+
+def weighted_reward(components: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    missing = sorted(set(weights) - set(components))
+    if missing:
+        raise KeyError(f"reward weights name component(s) {missing} that the task does not produce; "
+                       f"it produces {sorted(components)}")
+    return float(sum(w * components[k] for k, w in weights.items()))
+
+
+def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: SamplingConfig, rng, *,
+            template: str, weights: Mapping[str, float], mesh=None, overlong_buffer: int = 0) -> Rollout:
+    """Samples `sampling.n` completions per example and scores them with the task's verifier."""
+    from r1jax.rewards.length import overlong_penalty
+    tmpl = get_template(template)
+    bos = getattr(tokenizer, "bos_text", "")
+    prompt_ids = [tokenizer.encode(tmpl.render(e["prompt"], bos)) for e in examples]
+    out = sample(params, cfg, prompt_ids, sampling, rng, mesh=mesh)
+    texts, comps = [], []
+    for r in range(len(out.lengths)):
+        ids = [int(t) for t in out.tokens[r, :out.lengths[r]] if t != tokenizer.eos_id]
+        text = tmpl.completion_prefix + tokenizer.decode(ids)
+        c = dict(task.reward(text, examples[r // sampling.n]))
+        if overlong_buffer:
+            c["overlong"] = overlong_penalty(int(out.lengths[r]), sampling.max_new_tokens, overlong_buffer)
+        texts.append(text)
+        comps.append(c)
+    names = sorted(comps[0])
+    components = {k: np.asarray([c[k] for c in comps], np.float32) for k in names}
+    rewards = np.asarray([weighted_reward(c, weights) for c in comps], np.float32)
+    return Rollout(list(examples), prompt_ids, np.asarray(out.tokens), np.asarray(out.logprobs),
+                   np.asarray(out.lengths), np.asarray(out.finished), texts, components, rewards, sampling.n)
+
+
+def informative_groups(ro: Rollout) -> np.ndarray:
+    """DAPO dynamic sampling: [P] true where a group's rewards are not all equal (others teach nothing)."""
+    return np.asarray(dynamic_sampling_mask(ro.rewards, ro.group_size))
+
+
+def build_batch(ro: Rollout, advantages: np.ndarray, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Rows of prompt + completion right-padded to `seq_len`, with the masks and log-probs at completion columns."""
+    R, G = len(ro.rewards), ro.group_size
+    tokens = np.full((R, seq_len), pad_id, np.int32)
+    mask = np.zeros((R, seq_len), np.float32)
+    sampler_logps = np.zeros((R, seq_len), np.float32)
+    for r in range(R):
+        p = ro.prompt_ids[r // G]
+        n = int(ro.lengths[r])
+        if len(p) + n > seq_len:
+            raise ValueError(f"row {r}: prompt {len(p)} + completion {n} tokens exceed seq_len {seq_len}")
+        tokens[r, :len(p)] = p
+        tokens[r, len(p):len(p) + n] = ro.tokens[r, :n]
+        mask[r, len(p):len(p) + n] = 1.0
+        sampler_logps[r, len(p):len(p) + n] = ro.logprobs[r, :n]
+    positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (R, seq_len)).copy()
+    return dict(tokens_BxT=tokens, positions_BxT=positions, completion_mask_BxT=mask,
+                sampler_logps_BxT=sampler_logps, advantages_B=np.asarray(advantages, np.float32))
+
+
+def rollout_metrics(ro: Rollout, max_new_tokens: int) -> dict[str, float]:
+    """Reward components, accuracy, response length (mean / max / truncated share), reflection-word rate."""
+    out = {f"reward/{k}": float(v.mean()) for k, v in ro.components.items()}
+    out["reward/total"] = float(ro.rewards.mean())
+    if "accuracy" in ro.components:
+        out["accuracy"] = float(ro.components["accuracy"].mean())
+    lens = response_length_stats(ro.lengths, max_new_tokens, finished=ro.finished)
+    out.update({f"response_length/{k}": float(v) for k, v in lens.items()})
+    out["reflection_rate"] = float(reflection_word_rate(ro.texts))
+    out["groups_informative"] = float(informative_groups(ro).mean())
+    return out
+
+
+def advantages_for(ro: Rollout, scale: str) -> np.ndarray:
+    return np.asarray(group_advantages(ro.rewards, ro.group_size, scale=scale))

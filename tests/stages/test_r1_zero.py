@@ -1,0 +1,102 @@
+"""R1-Zero end to end on the smoke preset: outputs, resume after a kill with the same data order, NaN stops."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import r1_zero
+from r1jax.stages import common, grpo, pretrain
+from r1jax.training import checkpoint as ckpt
+from r1jax.training.metrics import NonFiniteMetricError, read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _pretrained(tmp_path_factory):
+    config = r1_zero.get_config("smoke")
+    workdir = tmp_path_factory.mktemp("base")
+    return config, pretrain.run(common.stage_config(config, "pretrain"), str(workdir / "pretrain"))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return _pretrained(tmp_path_factory)
+
+
+def _rl_config(config, init_from, **kw):
+    rl = common.stage_config(config, "rl", init_from=init_from)
+    for k, v in kw.items():
+        node, parts = rl, k.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = v
+    return rl
+
+
+def _step_ids(workdir):
+    with open(os.path.join(workdir, "samples.jsonl")) as fh:
+        return {r["step"]: r["ids"] for r in map(json.loads, fh)}
+
+
+def test_smoke_run_writes_everything(base, tmp_path):
+    config, init = base
+    out = grpo.run(_rl_config(config, init), str(tmp_path / "rl"))
+    assert common.is_finished(str(tmp_path / "rl")) and out.endswith("final")
+    for f in ["metrics.jsonl", "curves.png", "report.md", "samples.jsonl", "eval/before.json", "eval/after.json"]:
+        assert os.path.exists(tmp_path / "rl" / f), f
+    assert any(n.startswith("events") for n in os.listdir(tmp_path / "rl")), "no TensorBoard events"
+    steps = [r["step"] for r in read_metrics(str(tmp_path / "rl" / "metrics.jsonl"))]
+    assert 1 in steps and 2 in steps
+    rec = read_metrics(str(tmp_path / "rl" / "metrics.jsonl"))
+    keys = set().union(*rec)
+    for k in ["reward/total", "accuracy", "response_length/mean", "clip_frac", "kl", "entropy", "sampler_mismatch",
+              "reflection_rate", "time/sample_s", "time/update_s", "eval/pass@1"]:
+        assert k in keys, k
+    # Rerunning a finished stage returns at once.
+    assert grpo.run(_rl_config(config, init), str(tmp_path / "rl")) == out
+
+
+def test_killed_run_resumes_at_same_step_with_same_data(base, tmp_path):
+    config, init = base
+    # Uninterrupted reference.
+    grpo.run(_rl_config(config, init, steps=5, **{"eval.num_problems": 0}), str(tmp_path / "ref"))
+    reference = _step_ids(str(tmp_path / "ref"))
+    # A run in a subprocess, killed (SIGKILL) once its first checkpoint exists.
+    workdir = tmp_path / "killed"
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from configs import r1_zero\nfrom r1jax.stages import common, grpo\n"
+              "c = r1_zero.get_config('smoke,rl.steps=5,rl.eval.num_problems=0')\n"
+              "grpo.run(common.stage_config(c, 'rl', init_from=%r), %r)\n") % (ROOT, init, str(workdir))
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (workdir / "ckpt" / "1").exists():
+        time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    latest = ckpt.Checkpointer(str(workdir / "ckpt")).latest_step()
+    assert latest is not None and 1 <= latest < 5
+    grpo.run(_rl_config(config, init, steps=5, **{"eval.num_problems": 0}), str(workdir))
+    resumed = _step_ids(str(workdir))
+    for step in range(1, 6):
+        assert resumed[step] == reference[step], step
+    metrics = read_metrics(str(workdir / "metrics.jsonl"))
+    assert max(r["step"] for r in metrics) == 5
+
+
+def test_nan_stops_run_and_keeps_last_good_checkpoint(base, tmp_path):
+    config, init = base
+    workdir = str(tmp_path / "rl")
+    grpo.run(_rl_config(config, init, steps=2, **{"eval.num_problems": 0}), workdir)
+    os.remove(os.path.join(workdir, "final", "model.json"))  # pretend it was not finished: continue to step 4
+    with pytest.raises(NonFiniteMetricError, match="loss"):
+        grpo.run(_rl_config(config, init, steps=4, **{"eval.num_problems": 0, "grpo.kl_beta": float("nan")}),
+                 workdir)
+    c = ckpt.Checkpointer(os.path.join(workdir, "ckpt"))
+    assert c.latest_step() == 2
+    assert max(r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))) == 2
