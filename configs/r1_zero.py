@@ -44,13 +44,13 @@ def shared(preset: str) -> dict:
 def pretrain(preset: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.enabled = preset != "paper"  # the paper starts from DeepSeek-V3-Base (set rl.init_from)
-    c.corpus = ml_collections.ConfigDict(dict(p_correct=0.25, p_retry=0.3, max_attempts=3, epochs_of_traces=4))
-    c.seq_len, c.batch_size, c.steps = 256, 32, 1200
+    c.corpus = ml_collections.ConfigDict(dict(p_correct=0.2, p_retry=0.5, max_attempts=4, epochs_of_traces=4))
+    c.seq_len, c.batch_size, c.steps = 256, 32, 3000
     c.learning_rate, c.warmup_steps, c.end_lr_ratio, c.weight_decay = 2e-3, 100, 0.05, 0.1
     c.checkpoint_every, c.log_every = 500, 50
     if preset == "gpu":
         c.corpus.epochs_of_traces = 2
-        c.seq_len, c.batch_size, c.steps, c.learning_rate = 512, 128, 3000, 1e-3
+        c.seq_len, c.batch_size, c.steps, c.learning_rate = 512, 128, 2000, 1e-3
     elif preset == "smoke":
         c.corpus.epochs_of_traces = 1
         c.seq_len, c.batch_size, c.steps, c.log_every, c.checkpoint_every, c.warmup_steps = 256, 8, 4, 2, 2, 1
@@ -62,26 +62,33 @@ def rl(preset: str) -> ml_collections.ConfigDict:
     c.init_from = ""  # empty: the pretrain stage's output
     c.steps = 150
     c.learning_rate, c.warmup_steps, c.schedule, c.grad_clip, c.weight_decay = 1e-4, 5, "constant", 1.0, 0.0
-    c.rollout = ml_collections.ConfigDict(dict(prompts_per_step=16, group_size=8, max_new_tokens=96,
+    c.rollout = ml_collections.ConfigDict(dict(prompts_per_step=16, group_size=8, max_new_tokens=160,
                                                temperature=1.0, top_p=1.0, top_k=0, overlong_buffer=0,
                                                chunk_size=32))
     c.seq_len = 0  # rows of the update: 0 = longest prompt + max_new_tokens, rounded up to 64
-    c.grpo = ml_collections.ConfigDict(dict(clip_eps_low=0.2, clip_eps_high=0.28, kl_beta=0.001, kl_estimator="k3",
+    # On the CPU preset the KL term is off (as in DAPO): it saves a reference forward pass per step. The gpu and
+    # paper presets use R1's beta = 0.001.
+    c.grpo = ml_collections.ConfigDict(dict(clip_eps_low=0.2, clip_eps_high=0.28, kl_beta=0.0, kl_estimator="k3",
                                             loss_agg="token-mean", importance="token", tis_cap=2.0))
-    c.reward_weights = ml_collections.ConfigDict(dict(accuracy=1.0, format=1.0))
+    # Countdown's own score (TinyZero): 1 for a correct equation, 0.1 for a well-formed wrong one, 0 without one.
+    # R1's accuracy + format (equal weights) is the paper preset's; with format worth as much as accuracy a wrong
+    # answer that stops early scores like a long search that runs out of tokens, and search is not rewarded.
+    c.reward_weights = ml_collections.ConfigDict(dict(countdown=1.0))
     c.advantage_scale = "group"
     c.dynamic_sampling, c.max_sample_rounds = False, 3
     c.num_minibatches, c.inner_epochs, c.shuffle_minibatches = 1, 1, False
     c.ref_reset_every = 400
     c.checkpoint_every = 25
-    c.eval = ml_collections.ConfigDict(dict(num_problems=128, k=8, temperature=0.6, top_p=0.95, max_new_tokens=96,
+    c.eval = ml_collections.ConfigDict(dict(num_problems=128, k=8, temperature=0.6, top_p=0.95, max_new_tokens=160,
                                             every=50, ks=(1, 8), prompts_per_batch=128))
     if preset == "gpu":
-        c.steps, c.learning_rate = 200, 5e-5
+        c.steps, c.learning_rate = 100, 5e-5
+        c.grpo.kl_beta = 0.001
         c.rollout.update(prompts_per_step=64, group_size=16, max_new_tokens=160, chunk_size=32)
-        c.eval.update(num_problems=256, k=16, max_new_tokens=160, every=50, ks=(1, 16), prompts_per_batch=256)
+        c.eval.update(num_problems=256, k=16, max_new_tokens=160, every=0, ks=(1, 16), prompts_per_batch=256)
     elif preset == "smoke":
         c.steps, c.checkpoint_every = 2, 1
+        c.grpo.kl_beta = 0.001  # exercise the reference-model path
         c.rollout.update(prompts_per_step=4, group_size=4, max_new_tokens=24, chunk_size=8)
         c.eval.update(num_problems=4, k=2, max_new_tokens=24, every=0, ks=(1, 2), prompts_per_batch=4)
     elif preset == "paper":
@@ -93,6 +100,7 @@ def rl(preset: str) -> ml_collections.ConfigDict:
         c.seq_len = 32_768 + 2048
         c.grpo.update(clip_eps_low=10.0, clip_eps_high=10.0, kl_beta=0.001, loss_agg="seq-mean-token-mean",
                       tis_cap=None)
+        c.reward_weights = ml_collections.ConfigDict(dict(accuracy=1.0, format=1.0))
         c.num_minibatches, c.inner_epochs = 16, 1
         c.ref_reset_every = 25  # rollouts: 400 updates
         c.eval.update(num_problems=30, k=16, max_new_tokens=32_768, every=400, ks=(1, 16))

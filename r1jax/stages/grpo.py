@@ -84,14 +84,16 @@ def evaluate(config, cfg, params, tokenizer, task, mesh, tag: str, outdir: str) 
     return summary
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+def run(config: ml_collections.ConfigDict, workdir: str, *, task=None, reward_model=None) -> str:
+    """`task` replaces `make_task(config)` (all-scenario RL passes a reasoning + general mix); `reward_model` is
+    handed to `rollout.rollout` (learned reward components, e.g. 'rm'). Both default to R1-Zero's behaviour."""
     if common.is_finished(workdir):
         logging.info("%s already finished", workdir)
         return common.final_dir(workdir)
     os.makedirs(workdir, exist_ok=True)
     mesh = common.make_mesh(config)
     tokenizer = load_tokenizer(config.tokenizer)
-    task = make_task(config)
+    task = make_task(config) if task is None else task
 
     # ---------------------------------------------------------------- model, optimizer, train step
     init_path = common.resolve_init(config)
@@ -110,6 +112,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     gcfg = grpo_config(config)
     sampling = sampling_config(config, tokenizer)
     seq_len = config.get("seq_len", 0) or train_seq_len(task, tokenizer, config.template, sampling.max_new_tokens)
+    # One update per rollout: pi_old = the current policy, so the train step takes it from its own forward pass.
+    on_policy = config.num_minibatches == 1 and config.inner_epochs == 1
     apply = model_apply(cfg)
     train_step = None  # jitted on the first batch (its shapes are static from then on)
     ref_params = jax.tree.map(jnp.copy, state.params) if gcfg.kl_beta > 0 else None
@@ -147,7 +151,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
             rng, key = jax.random.split(rng)
             ro = ro_lib.rollout(state.params, cfg, tokenizer, task, next(data), sampling, key,
                                 template=config.template, weights=dict(config.reward_weights), mesh=mesh,
-                                overlong_buffer=config.rollout.get("overlong_buffer", 0))
+                                overlong_buffer=config.rollout.get("overlong_buffer", 0), reward_model=reward_model)
             if not config.get("dynamic_sampling", False):
                 parts, kept = [ro], len(ro.examples)
                 break
@@ -163,10 +167,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         t_sample = time.perf_counter()
 
         adv = ro_lib.advantages_for(batch_ro, config.get("advantage_scale", "group"))
-        batch = ro_lib.build_batch(batch_ro, adv, seq_len, tokenizer.pad_id)
-        batch["old_logps_BxT"] = np.asarray(score(state.params, cfg, batch["tokens_BxT"], batch["positions_BxT"],
-                                                  batch["completion_mask_BxT"], temperature=gcfg.temperature,
-                                                  mesh=mesh))
+        # Rows are cut to the step's longest prompt + completion (rounded up): few shapes, little padding.
+        longest = max(len(p) for p in batch_ro.prompt_ids) + int(batch_ro.lengths.max())
+        batch = ro_lib.build_batch(batch_ro, adv, min(seq_len, -(-longest // 32) * 32), tokenizer.pad_id)
+        if not on_policy:  # several updates per rollout: pi_old is the policy that sampled, recomputed once
+            batch["old_logps_BxT"] = np.asarray(score(state.params, cfg, batch["tokens_BxT"], batch["positions_BxT"],
+                                                      batch["completion_mask_BxT"], temperature=gcfg.temperature,
+                                                      mesh=mesh))
         if ref_params is not None:
             batch["ref_logps_BxT"] = np.asarray(score(ref_params, cfg, batch["tokens_BxT"], batch["positions_BxT"],
                                                       batch["completion_mask_BxT"], temperature=gcfg.temperature,
@@ -186,14 +193,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                 metrics_list.append(m)
         if ref_params is not None and (step + 1) % config.get("ref_reset_every", 10 ** 9) == 0:
             ref_params = jax.tree.map(jnp.copy, state.params)
+        jax.block_until_ready(state)  # so the time split below is honest (dispatch is asynchronous)
         t_update = time.perf_counter()
 
         # ---------------------------------------------------------------- metrics, eval, checkpoint
         metrics = {k: float(np.mean([float(m[k]) for m in jax.device_get(metrics_list)])) for k in metrics_list[0]}
         metrics.update(ro_lib.rollout_metrics(batch_ro, sampling.max_new_tokens))
-        mask = batch["completion_mask_BxT"][:, 1:] > 0
-        metrics["sampler_mismatch"] = float(np.abs(batch["old_logps_BxT"] - batch["sampler_logps_BxT"])[:, 1:][mask]
-                                            .mean())
         metrics.update({"time/sample_s": t_sample - t0, "time/score_s": t_score - t_sample,
                         "time/update_s": t_update - t_score, "lr": float(lr_schedule(**sched_kw)(int(state.step)))})
         if config.eval.every and (step + 1) % config.eval.every == 0 and step + 1 < steps:

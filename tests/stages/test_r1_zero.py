@@ -53,7 +53,7 @@ def test_smoke_run_writes_everything(base, tmp_path):
     assert 1 in steps and 2 in steps
     rec = read_metrics(str(tmp_path / "rl" / "metrics.jsonl"))
     keys = set().union(*rec)
-    for k in ["reward/total", "accuracy", "response_length/mean", "clip_frac", "kl", "entropy", "sampler_mismatch",
+    for k in ["reward/total", "accuracy", "response_length/mean", "clip_frac", "kl", "entropy", "sampler_abs_logp_diff",
               "reflection_rate", "time/sample_s", "time/update_s", "eval/pass@1"]:
         assert k in keys, k
     # Rerunning a finished stage returns at once.
@@ -95,7 +95,7 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(base, tmp_path):
     grpo.run(_rl_config(config, init, steps=2, **{"eval.num_problems": 0}), workdir)
     os.remove(os.path.join(workdir, "final", "model.json"))  # pretend it was not finished: continue to step 4
     with pytest.raises(NonFiniteMetricError, match="loss"):
-        grpo.run(_rl_config(config, init, steps=4, **{"eval.num_problems": 0, "grpo.kl_beta": float("nan")}),
+        grpo.run(_rl_config(config, init, steps=4, **{"eval.num_problems": 0, "grpo.kl_beta": float("inf")}),
                  workdir)
     c = ckpt.Checkpointer(os.path.join(workdir, "ckpt"))
     assert c.latest_step() == 2
