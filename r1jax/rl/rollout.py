@@ -61,8 +61,13 @@ def weighted_reward(components: Mapping[str, float], weights: Mapping[str, float
 
 
 def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: SamplingConfig, rng, *,
-            template: str, weights: Mapping[str, float], mesh=None, overlong_buffer: int = 0) -> Rollout:
-    """Samples `sampling.n` completions per example and scores them with the task's verifier."""
+            template: str, weights: Mapping[str, float], mesh=None, overlong_buffer: int = 0,
+            reward_model=None) -> Rollout:
+    """Samples `sampling.n` completions per example and scores them with the task's verifier.
+
+    `reward_model(row_examples, texts) -> {name: [R] array}` (optional) adds learned reward components to every row
+    in one batched call (all-scenario RL: `stages.reward_model.Scorer` gives 'rm', scored on the summary only).
+    """
     from r1jax.rewards.length import overlong_penalty
     tmpl = get_template(template)
     bos = getattr(tokenizer, "bos_text", "")
@@ -77,6 +82,11 @@ def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: Sa
             c["overlong"] = overlong_penalty(int(out.lengths[r]), sampling.max_new_tokens, overlong_buffer)
         texts.append(text)
         comps.append(c)
+    if reward_model is not None:
+        learned = reward_model([examples[r // sampling.n] for r in range(len(texts))], texts)
+        for name, values in learned.items():
+            for c, v in zip(comps, np.asarray(values, np.float32)):
+                c[name] = float(v)
     names = sorted(comps[0])
     components = {k: np.asarray([c[k] for c in comps], np.float32) for k in names}
     rewards = np.asarray([weighted_reward(c, weights) for c in comps], np.float32)
@@ -114,7 +124,10 @@ def rollout_metrics(ro: Rollout, max_new_tokens: int) -> dict[str, float]:
     out = {f"reward/{k}": float(v.mean()) for k, v in ro.components.items()}
     out["reward/total"] = float(ro.rewards.mean())
     if "accuracy" in ro.components:
-        out["accuracy"] = float(ro.components["accuracy"].mean())
+        acc = ro.components["accuracy"]
+        if "general" in ro.components:  # a task mix: accuracy over the verifiable (reasoning) prompts only
+            acc = acc[ro.components["general"] == 0]
+        out["accuracy"] = float(acc.mean()) if acc.size else 0.0
     lens = response_length_stats(ro.lengths, max_new_tokens, finished=ro.finished)
     out.update({f"response_length/{k}": float(v) for k, v in lens.items()})
     out["reflection_rate"] = float(reflection_word_rate(ro.texts))
