@@ -13,11 +13,14 @@ events and `curves.png` (reward, accuracy, response length) in `<workdir>/rl`.
 """
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 from configs import common
 
 PRESETS = ("default", "gpu", "smoke", "paper")
+BASE_CHECKPOINT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "r1_zero_base")
 
 
 def shared(preset: str) -> dict:
@@ -27,9 +30,9 @@ def shared(preset: str) -> dict:
     model, overrides = "small", dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, mlp_dim=384,
                                      max_seq_len=512, dtype="float32")
     if preset == "gpu":
-        model, overrides = "small", dict(d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, head_dim=64, mlp_dim=1536,
-                                         max_seq_len=1024, dtype="bfloat16")
-        task.update(min_numbers=3, max_numbers=4, max_value=25, num_train=50000, num_test=256)
+        model, overrides = "small", dict(d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, head_dim=64, mlp_dim=768,
+                                         max_seq_len=512, dtype="float32")
+        task.update(max_value=20, num_train=10000, num_test=256)
     elif preset == "smoke":
         model, overrides = "tiny", dict(max_seq_len=256, dtype="float32")
         task.update(num_train=64, num_test=8)
@@ -49,8 +52,7 @@ def pretrain(preset: str) -> ml_collections.ConfigDict:
     c.learning_rate, c.warmup_steps, c.end_lr_ratio, c.weight_decay = 2e-3, 100, 0.05, 0.1
     c.checkpoint_every, c.log_every = 500, 50
     if preset == "gpu":
-        c.corpus.epochs_of_traces = 2
-        c.seq_len, c.batch_size, c.steps, c.learning_rate = 512, 128, 2000, 1e-3
+        c.seq_len, c.batch_size, c.steps, c.learning_rate = 256, 64, 3000, 1e-3
     elif preset == "smoke":
         c.corpus.epochs_of_traces = 1
         c.seq_len, c.batch_size, c.steps, c.log_every, c.checkpoint_every, c.warmup_steps = 256, 8, 4, 2, 2, 1
@@ -59,7 +61,9 @@ def pretrain(preset: str) -> ml_collections.ConfigDict:
 
 def rl(preset: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.init_from = ""  # empty: the pretrain stage's output
+    # Empty: run the pretrain stage first. The default starts from the base model that this file's pretrain stage
+    # made (assets/r1_zero_base, 0.8M params, 3,000 steps: 85 s on an H100, about an hour on 2 CPU cores).
+    c.init_from = BASE_CHECKPOINT if preset == "default" else ""
     c.steps = 150
     c.learning_rate, c.warmup_steps, c.schedule, c.grad_clip, c.weight_decay = 1e-4, 5, "constant", 1.0, 0.0
     c.rollout = ml_collections.ConfigDict(dict(prompts_per_step=16, group_size=8, max_new_tokens=160,
@@ -82,9 +86,9 @@ def rl(preset: str) -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(num_problems=128, k=8, temperature=0.6, top_p=0.95, max_new_tokens=160,
                                             every=50, ks=(1, 8), prompts_per_batch=128))
     if preset == "gpu":
-        c.steps, c.learning_rate = 100, 5e-5
+        c.steps, c.learning_rate = 300, 5e-5
         c.grpo.kl_beta = 0.001
-        c.rollout.update(prompts_per_step=64, group_size=16, max_new_tokens=160, chunk_size=32)
+        c.rollout.update(prompts_per_step=32, group_size=16, max_new_tokens=160, chunk_size=32)
         c.eval.update(num_problems=256, k=16, max_new_tokens=160, every=0, ks=(1, 16), prompts_per_batch=256)
     elif preset == "smoke":
         c.steps, c.checkpoint_every = 2, 1

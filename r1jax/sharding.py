@@ -31,8 +31,8 @@ RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "tensor"),
     ("expert", "expert"),
     ("expert_mlp", "tensor"),
-    ("q_lora", None),
-    ("kv_lora", None),
+    ("q_lora", "fsdp"),
+    ("kv_lora", "fsdp"),
     ("layers", None),
     ("cache_length", None),
 )

@@ -133,6 +133,11 @@ def _llama3_scaling(factor: float, original: int) -> tuple[tuple[str, float], ..
                              original_max_position_embeddings=original).items()))
 
 
+def _yarn_scaling(factor: float, original: int, mscale: float, mscale_all_dim: float) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted(dict(factor=factor, original_max_position_embeddings=original, beta_fast=32.0, beta_slow=1.0,
+                             mscale=mscale, mscale_all_dim=mscale_all_dim).items()))
+
+
 PRESETS: dict[str, ModelConfig] = {
     # Tests and CPU runs: byte-level vocabulary.
     "tiny": ModelConfig(),
@@ -156,6 +161,40 @@ PRESETS: dict[str, ModelConfig] = {
     "llama-3.1-8b": ModelConfig(vocab_size=128256, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8, head_dim=128,
                                 mlp_dim=14336, norm_eps=1e-5, tie_embeddings=False, rope_theta=500000.0,
                                 rope_kind="llama3", rope_scaling=_llama3_scaling(8.0, 8192), max_seq_len=131072),
+    # ------------------------------------------------------------------ DeepSeek MoE (MLA + DeepSeekMoE)
+    # DeepSeek-V3 exactly (deepseek_r1_spec.md §1-2); the HF checkpoint's MTP layer 61 = mtp_depth 1.
+    "deepseek_v3_671b": ModelConfig(
+        vocab_size=129280, d_model=7168, n_layers=61, n_heads=128, n_kv_heads=128, head_dim=192, mlp_dim=18432,
+        norm_eps=1e-6, tie_embeddings=False, init_std=0.006, max_seq_len=163840,
+        rope_theta=10000.0, rope_kind="yarn", rope_scaling=_yarn_scaling(40.0, 4096, 1.0, 1.0),
+        attention="mla", q_lora_rank=1536, kv_lora_rank=512, qk_nope_dim=128, qk_rope_dim=64, v_head_dim=128,
+        n_dense_layers=3, n_routed_experts=256, n_shared_experts=1, n_experts_per_tok=8, moe_mlp_dim=2048,
+        n_group=8, topk_group=4, router="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5,
+        router_bias_rate=0.001, aux_loss_alpha=0.0001, mtp_depth=1, mtp_lambda=0.3),
+    # DeepSeek-V2-Lite (the spec's config_16B.json): softmax router, no groups, plain query projection.
+    "deepseek_v2_lite": ModelConfig(
+        vocab_size=102400, d_model=2048, n_layers=27, n_heads=16, n_kv_heads=16, head_dim=192, mlp_dim=10944,
+        norm_eps=1e-6, tie_embeddings=False, max_seq_len=163840,
+        rope_theta=10000.0, rope_kind="yarn", rope_scaling=_yarn_scaling(40.0, 4096, 0.707, 0.707),
+        attention="mla", q_lora_rank=0, kv_lora_rank=512, qk_nope_dim=128, qk_rope_dim=64, v_head_dim=128,
+        n_dense_layers=1, n_routed_experts=64, n_shared_experts=2, n_experts_per_tok=6, moe_mlp_dim=1408,
+        n_group=1, topk_group=1, router="softmax", norm_topk_prob=False, routed_scaling_factor=1.0,
+        aux_loss_alpha=0.001),
+    # Tests / CPU: V3 in miniature (byte vocab, yarn, groups, q_lora, sigmoid router with bias).
+    "moe_tiny": ModelConfig(
+        vocab_size=264, d_model=64, n_layers=3, n_heads=4, n_kv_heads=4, head_dim=24, mlp_dim=128,
+        tie_embeddings=False, max_seq_len=512,
+        rope_kind="yarn", rope_scaling=_yarn_scaling(4.0, 128, 1.0, 1.0),
+        attention="mla", q_lora_rank=32, kv_lora_rank=32, qk_nope_dim=16, qk_rope_dim=8, v_head_dim=16,
+        n_dense_layers=1, n_routed_experts=8, n_shared_experts=1, n_experts_per_tok=2, moe_mlp_dim=32,
+        n_group=2, topk_group=1, router="sigmoid", routed_scaling_factor=2.5, capacity_factor=2.0),
+    # One GPU: 1.00B total / 0.25B active params (param_count; 117M of each is the tied Qwen-vocab embedding).
+    "moe_1b": ModelConfig(
+        vocab_size=151936, d_model=768, n_layers=12, n_heads=16, n_kv_heads=16, head_dim=96, mlp_dim=3072,
+        tie_embeddings=True, max_seq_len=32768, rope_theta=10000.0,
+        attention="mla", q_lora_rank=0, kv_lora_rank=256, qk_nope_dim=64, qk_rope_dim=32, v_head_dim=64,
+        n_dense_layers=1, n_routed_experts=64, n_shared_experts=1, n_experts_per_tok=6, moe_mlp_dim=512,
+        n_group=8, topk_group=4, router="sigmoid", routed_scaling_factor=2.5),
 }
 
 

@@ -33,7 +33,8 @@ DTYPE_NAMES = {np.dtype(v): k for k, v in DTYPES.items()}
 
 @dataclasses.dataclass(frozen=True)
 class Tensor:
-    """One HF tensor <-> one slice of a param. `layer` is the index on a stacked param's leading axis (or None)."""
+    """One HF tensor <-> one slice of a param. `layer` indexes a stacked param's leading axes: a layer, a
+    (layer, expert) pair for per-expert HF tensors, or None for an unstacked param."""
     hf_name: str
     path: tuple[str, ...]
     layer: int | None = None
@@ -209,6 +210,7 @@ def _converters() -> dict[str, Converter]:
     except ImportError:
         return out
     out["deepseek_v3"] = Converter(hf_deepseek.config_from_hf, hf_deepseek.config_to_hf, hf_deepseek.hf_tensors)
+    out["deepseek_v2"] = out["deepseek_v3"]  # the converter reads the router kind from the config
     return out
 
 
@@ -285,15 +287,13 @@ def load(folder: str, mesh=None, cfg_overrides: dict | None = None, dtype=None) 
         host = np.empty(target.shape, want_dtype)
         for t in group:
             value = t.to_ours(np.asarray(reader.get(t.hf_name)))
-            slot_shape = target.shape[1:] if t.layer is not None else target.shape
+            idx = () if t.layer is None else (t.layer if isinstance(t.layer, tuple) else (t.layer,))
+            slot_shape = target.shape[len(idx):]
             if tuple(value.shape) != tuple(slot_shape):
                 raise ValueError(f"tensor {t.hf_name!r}: checkpoint shape {tuple(reader.get(t.hf_name).shape)} "
                                  f"(converted {tuple(value.shape)}) does not fit param {'/'.join(path)} "
                                  f"{tuple(slot_shape)}")
-            if t.layer is None:
-                host[...] = value
-            else:
-                host[t.layer] = value
+            host[idx] = value
         if shardings is None:
             arr = jax.device_put(host)
         else:

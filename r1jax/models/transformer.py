@@ -130,8 +130,11 @@ class Transformer(nn.Module):
             aux["cache"] = new_cache
         if cfg.mtp_depth > 0 and cache is None:
             from r1jax.models.mtp import MultiTokenPrediction
-            mtp_h = MultiTokenPrediction(cfg, name="mtp")(x, tokens_BxT, positions_BxT, segment_ids_BxT, embed)
+            mtp_h, mtp_aux = MultiTokenPrediction(cfg, name="mtp")(x, tokens_BxT, positions_BxT, segment_ids_BxT,
+                                                                   embed)
             aux["mtp_logits"] = project_logits(cfg, mtp_h, embed, head)
+            if mtp_aux:
+                aux["mtp_moe"] = mtp_aux  # the MTP blocks' MoE statistics, [depth, ...]
         if return_hidden:
             return h, aux
         return project_logits(cfg, h, embed, head), aux

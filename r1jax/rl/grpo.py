@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from r1jax.training.sft import TrainState
+from r1jax.training.sft import TrainState, split_model_output
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -317,7 +317,8 @@ REQUIRED_BATCH_KEYS = ("tokens_BxT", "positions_BxT", "completion_mask_BxT", "ad
 OPTIONAL_BATCH_KEYS = ("old_logps_BxT", "ref_logps_BxT", "sampler_logps_BxT")
 
 
-def make_grpo_train_step(apply_fn: Callable, optimizer: optax.GradientTransformation, cfg: GRPOConfig):
+def make_grpo_train_step(apply_fn: Callable, optimizer: optax.GradientTransformation, cfg: GRPOConfig,
+                         post_update: Callable | None = None):
     """Returns the pure train_step(state, batch) -> (state, metrics); the caller jits it (donate_argnums=0).
 
     apply_fn(params, tokens_BxT, positions_BxT) -> logits_BxTxV (or (logits, aux); aux is ignored here).
@@ -341,19 +342,27 @@ def make_grpo_train_step(apply_fn: Callable, optimizer: optax.GradientTransforma
         cut = lambda key: batch[key][:, 1:] if key in batch else None
 
         def loss_fn(params):
-            logits = _logits(apply_fn, params, tokens[:, :-1], batch["positions_BxT"][:, :-1])
+            out = apply_fn(params, tokens[:, :-1], batch["positions_BxT"][:, :-1])
+            logits, aux_loss, counts = split_model_output(out)
             logps = token_logprobs(logits, tokens[:, 1:], cfg.temperature)
             entropy = token_entropy(logits, cfg.temperature)
             if not cfg.entropy_coef:
                 entropy = jax.lax.stop_gradient(entropy)
             old = cut("old_logps_BxT")
             old = jax.lax.stop_gradient(logps) if old is None else old
-            return grpo_loss(logps, old, cut("ref_logps_BxT"), batch["advantages_B"], cut("completion_mask_BxT"),
-                             cfg, sampler_logps_BxT=cut("sampler_logps_BxT"), entropy_BxT=entropy)
+            loss, metrics = grpo_loss(logps, old, cut("ref_logps_BxT"), batch["advantages_B"],
+                                      cut("completion_mask_BxT"), cfg, sampler_logps_BxT=cut("sampler_logps_BxT"),
+                                      entropy_BxT=entropy)
+            if aux_loss is not None:  # the MoE balance loss (already weighted)
+                metrics["aux_loss"] = aux_loss
+                loss = loss + aux_loss
+            return loss, (metrics, counts)
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (metrics, counts) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if post_update is not None and counts is not None:
+            params = post_update(params, counts)  # the MoE router-bias step, outside the optimizer
         metrics["grad_norm"] = optax.global_norm(grads)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

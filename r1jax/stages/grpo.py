@@ -34,7 +34,7 @@ from r1jax.training import checkpoint as ckpt
 from r1jax.training.metrics import MetricWriter, Progress
 from r1jax.training.optim import lr_schedule, make_optimizer
 from r1jax.training.plots import plot_curves
-from r1jax.training.state import create_state, jit_step, model_apply
+from r1jax.training.state import create_state, jit_step, model_apply, router_bias_update
 
 CURVES = ["reward/total", "accuracy", "response_length/mean", "reflection_rate", "kl", "clip_frac", "entropy",
           "eval/pass@1"]
@@ -187,8 +187,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, task=None, reward_mo
                               rng=key if config.get("shuffle_minibatches", False) else None)
             for mb in mbs:
                 if train_step is None:
-                    train_step = jit_step(make_grpo_train_step(lambda p, t, pos: apply(p, t, pos)[0], optimizer,
-                                                               gcfg), shardings, mesh, mb)
+                    train_step = jit_step(make_grpo_train_step(apply, optimizer, gcfg, router_bias_update(cfg)),
+                                          shardings, mesh, mb)
                 state, m = train_step(state, sh.shard_batch(mb, mesh))
                 metrics_list.append(m)
         if ref_params is not None and (step + 1) % config.get("ref_reset_every", 10 ** 9) == 0:

@@ -26,7 +26,7 @@ from r1jax.training.metrics import MetricWriter, Progress
 from r1jax.training.optim import lr_schedule, make_optimizer
 from r1jax.training.plots import plot_curves
 from r1jax.training.sft import make_sft_step, pack_examples
-from r1jax.training.state import create_state, jit_step, model_apply
+from r1jax.training.state import create_state, jit_step, model_apply, router_bias_update
 
 
 def total_steps(config: ml_collections.ConfigDict, num_rows: int) -> int:
@@ -77,7 +77,8 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str,
                                grad_clip=config.get("grad_clip", 1.0))
     state, shardings = create_state(cfg, optimizer, mesh, jax.random.PRNGKey(config.seed), params=init_params)
     del init_params
-    step_fn = jit_step(make_sft_step(model_apply(cfg), optimizer, lr_schedule=lr_schedule(**sched_kw)),
+    step_fn = jit_step(make_sft_step(model_apply(cfg, hidden=config.get("chunked_loss", False)), optimizer,
+                                     lr_schedule=lr_schedule(**sched_kw), post_update=router_bias_update(cfg)),
                        shardings, mesh, batch_for_step(rows, 0, config.batch_size, config.seed))
     checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
                                      save_interval_steps=config.get("checkpoint_every", 1000))

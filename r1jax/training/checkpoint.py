@@ -19,6 +19,8 @@ sharding, and a shape mismatch raises naming the tensor path and both shapes bef
 
 from __future__ import annotations
 
+import os
+
 import base64
 import logging
 from collections.abc import Mapping
@@ -33,6 +35,12 @@ log = logging.getLogger(__name__)
 
 STATE, EXTRA = "state", "extra"
 _BYTES_TAG = "__bytes_b64__"
+
+
+def _absolute(path: epath.PathLike) -> epath.Path:
+    """orbax wants absolute paths; users type relative ones (`workdirs/run`, `assets/...`)."""
+    p = epath.Path(path)
+    return p if "://" in str(p) else epath.Path(os.path.abspath(os.fspath(p)))
 
 
 class CheckpointError(RuntimeError):
@@ -180,7 +188,7 @@ class Checkpointer:
             raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1 or None (keep all), got {max_to_keep}")
-        self.directory = epath.Path(directory)
+        self.directory = _absolute(directory)
         self.save_interval_steps = save_interval_steps
         if self.directory.is_dir():
             interrupted = sorted(p.name for p in self.directory.iterdir() if ".orbax-checkpoint-tmp" in p.name)
@@ -300,7 +308,7 @@ def save_params_only(path: epath.PathLike, params: Any, *, force: bool = False) 
 
     An existing ``path`` is an error unless ``force``.
     """
-    path = epath.Path(path)
+    path = _absolute(path)
     if path.exists() and not force:
         raise CheckpointError(f"params checkpoint {path} already exists (pass force=True to overwrite)")
     with ocp.StandardCheckpointer() as ckptr:
@@ -314,7 +322,7 @@ def restore_params(path: epath.PathLike, abstract_params: Any | None = None) -> 
 
     Without ``abstract_params`` every array lands on the first local device (small models, inspection).
     """
-    path = epath.Path(path)
+    path = _absolute(path)
     if not path.exists():
         raise CheckpointError(f"params checkpoint {path} does not exist")
     _check_item_dir(path, "params")

@@ -264,29 +264,42 @@ class TrainState:
         return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
+def split_model_output(out):
+    """(logits | Hidden, aux_loss scalar | None, router_counts | None) from an apply_fn's output: logits, or
+    (logits, scalar aux loss), or (logits, {'loss': scalar, 'router_counts': ...})."""
+    if not isinstance(out, tuple):
+        return out, None, None
+    logits, aux = out
+    if isinstance(aux, Mapping):
+        if "loss" not in aux:
+            raise TypeError(f"apply_fn's aux dict needs a 'loss' entry; got keys {sorted(aux)}")
+        return logits, aux["loss"], aux.get("router_counts") or None
+    if jnp.ndim(aux) != 0:
+        raise TypeError("apply_fn must return logits, (logits, scalar aux_loss) or (logits, {'loss': ...}); got a "
+                        f"second output of shape {jnp.shape(aux)}")
+    return logits, aux, None
+
+
 def make_sft_step(
     apply_fn: Callable[..., Any],
     optimizer: optax.GradientTransformation,
     *,
     lr_schedule: Callable[[jax.Array], jax.Array] | None = None,
+    post_update: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
     """A pure SFT step ``(state, batch) -> (state, metrics)``; jit it with ``donate_argnums=0``.
 
-    ``apply_fn(params, tokens_BxT, positions_BxT, segment_ids_BxT)`` returns ``logits_BxTxV`` or
-    ``(logits_BxTxV, aux_loss)`` where the scalar ``aux_loss`` (e.g. an MoE balance loss, already
-    weighted) is added to the objective. ``batch`` has the keys of ``pack_examples``.
+    ``apply_fn(params, tokens_BxT, positions_BxT, segment_ids_BxT)`` returns ``logits_BxTxV`` (or ``Hidden``), or
+    ``(logits, aux_loss)``, or ``(logits, {'loss': aux_loss, 'router_counts': ...})``: the scalar aux loss (e.g. an
+    MoE balance loss, already weighted) is added to the objective. ``post_update(params, router_counts)`` runs after
+    the optimizer (the MoE router-bias step). ``batch`` has the keys of ``pack_examples``.
     Metrics: loss (next-token CE), accuracy, n_tokens, grad_norm (before clipping), [aux_loss], [lr].
     """
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         def loss_fn(params):
             out = apply_fn(params, batch["tokens"], batch["positions"], batch["segment_ids"])
-            logits, aux_loss = out if isinstance(out, tuple) else (out, None)
-            if aux_loss is not None and (isinstance(aux_loss, Mapping) or jnp.ndim(aux_loss) != 0):
-                raise TypeError(
-                    "apply_fn must return logits or (logits, scalar aux_loss); got a second output of type "
-                    f"{type(aux_loss).__name__} - wrap the model to pick its auxiliary loss"
-                )
+            logits, aux_loss, counts = split_model_output(out)
             if isinstance(logits, Hidden):
                 loss, metrics = next_token_loss_chunked(logits.hidden_BxTxD, logits.head, batch["tokens"],
                                                         batch["loss_mask"])
@@ -295,11 +308,13 @@ def make_sft_step(
             if aux_loss is not None:
                 metrics["aux_loss"] = aux_loss
                 loss = loss + aux_loss
-            return loss, metrics
+            return loss, (metrics, counts)
 
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (metrics, counts) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if post_update is not None and counts is not None:
+            params = post_update(params, counts)
         metrics["grad_norm"] = optax.global_norm(grads)
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(state.step)

@@ -54,24 +54,37 @@ def jit_step(step_fn: Callable, shardings: TrainState, mesh, batch_example: Mapp
 
 
 def model_apply(cfg: ModelConfig, hidden: bool = False):
-    """apply_fn(params, tokens, positions, segment_ids) -> (logits, aux_loss) for the trainers.
+    """apply_fn(params, tokens, positions, segment_ids) -> (logits, aux) for the trainers.
 
-    aux_loss is the MoE balance loss (+ the weighted MTP loss when the config has MTP), 0 for dense models.
+    aux = {'loss': the MoE balance loss (already x alpha) + lambda x the MTP loss (0 for dense models),
+    'router_counts': {params subtree: expert counts over the global batch}} - the second only for MoE models.
     `hidden=True` returns `sft.Hidden(final hidden states, head)` instead of logits, for the chunked loss.
     """
     from r1jax.models.transformer import Transformer, lm_head
     from r1jax.training.sft import Hidden
     model = Transformer(cfg)
 
-    def apply(params, tokens, positions, segment_ids=None):
+    def apply(params, tokens, positions, segment_ids=None, loss_mask=None):
         out, aux = model.apply({"params": params}, tokens, positions, segment_ids, return_hidden=hidden)
         if hidden:
             out = Hidden(out, lambda h: lm_head(cfg, params, h))
-        extra = jax.numpy.zeros((), jax.numpy.float32)
-        if "moe" in aux and "balance_loss" in aux["moe"]:
-            extra = extra + jax.numpy.sum(aux["moe"]["balance_loss"])
+        extra = {"loss": jax.numpy.zeros((), jax.numpy.float32)}
+        if cfg.is_moe:
+            from r1jax.models.moe import moe_aux_loss, router_counts
+            extra["loss"] = extra["loss"] + moe_aux_loss(aux)
+            extra["router_counts"] = router_counts(aux)
         if "mtp_logits" in aux:
             from r1jax.models.mtp import mtp_loss
-            extra = extra + cfg.mtp_lambda * mtp_loss(aux["mtp_logits"], tokens, segment_ids)
+            extra["loss"] = extra["loss"] + cfg.mtp_lambda * mtp_loss(aux["mtp_logits"], tokens, loss_mask,
+                                                                      segment_ids)
         return out, extra
     return apply
+
+
+def router_bias_update(cfg: ModelConfig):
+    """post_update(params, router_counts) -> params for the train steps: the aux-loss-free bias step (V3 eq. 16),
+    outside the optimizer. None for models without a sigmoid router."""
+    if not cfg.is_moe or cfg.router != "sigmoid" or not cfg.router_bias_rate:
+        return None
+    from r1jax.models.moe import update_router_bias
+    return lambda params, counts: update_router_bias(params, counts, cfg.router_bias_rate)

@@ -136,10 +136,17 @@ def test_train_step_batch_key_errors():
 def test_apply_fn_returning_aux_is_accepted():
     params, optimizer = _init()
     batch = _batch(params)
-    aux_fn = lambda p, t, pos: (apply_fn(p, t, pos), {"balance_loss": jnp.zeros(())})
-    _, m1 = make_grpo_train_step(aux_fn, optimizer, GRPOConfig())(RLState.create(params, optimizer), batch)
-    _, m2 = make_grpo_train_step(apply_fn, optimizer, GRPOConfig())(RLState.create(params, optimizer), batch)
-    np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]))
+    l2 = lambda p: 0.5 * sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))  # noqa: E731
+    aux_fn = lambda p, t, pos: (apply_fn(p, t, pos), {"loss": l2(p), "router_counts": {"x": jnp.ones(3)}})  # noqa
+    seen = []
+    step = make_grpo_train_step(aux_fn, optimizer, GRPOConfig(), post_update=lambda prm, c: seen.append(c) or prm)
+    s1, m1 = step(RLState.create(params, optimizer), batch)
+    s2, m2 = make_grpo_train_step(apply_fn, optimizer, GRPOConfig())(RLState.create(params, optimizer), batch)
+    # The policy loss is the same; the aux loss (an MoE balance loss) joins the objective, so the gradient differs,
+    # and the router counts reach post_update.
+    np.testing.assert_allclose(float(m1["loss"]), float(m2["loss"]), rtol=1e-6)
+    np.testing.assert_allclose(float(m1["aux_loss"]), float(l2(params)), rtol=1e-6)
+    assert float(m1["grad_norm"]) != float(m2["grad_norm"]) and len(seen) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------------

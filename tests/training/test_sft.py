@@ -245,8 +245,22 @@ def test_sft_step_aux_loss_and_bad_output():
     def with_dict(p, *a):
         return model.apply(p, *a), {"balance": jnp.float32(0.0)}
 
-    with pytest.raises(TypeError, match="logits or \\(logits, scalar aux_loss\\)"):
+    with pytest.raises(TypeError, match="aux dict needs a 'loss' entry"):
         sft.make_sft_step(with_dict, tx)(sft.TrainState.create(params, tx), batch)
+
+    def with_vector(p, *a):
+        return model.apply(p, *a), jnp.zeros(3)
+
+    with pytest.raises(TypeError, match="must return logits, \\(logits, scalar aux_loss\\)"):
+        sft.make_sft_step(with_vector, tx)(sft.TrainState.create(params, tx), batch)
+
+    def with_counts(p, *a):
+        return model.apply(p, *a), {"loss": jnp.float32(0.5), "router_counts": {"x": jnp.ones(2)}}
+
+    seen = []
+    step = sft.make_sft_step(with_counts, tx, post_update=lambda prm, c: seen.append(c) or prm)
+    _, m = step(sft.TrainState.create(params, tx), batch)
+    assert float(m["aux_loss"]) == 0.5 and len(seen) == 1 and seen[0]["x"].shape == (2,)
 
 
 def test_chunked_loss_matches_full_loss_and_grads():
