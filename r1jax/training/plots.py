@@ -75,7 +75,8 @@ def plot_curves(
     FigureCanvasAgg(fig)
     for i, (key, steps, values) in enumerate(present):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        if smooth > 0 and len(values) > 1:
+        # Sparse series (evaluations every N steps) are drawn as they are: an EMA over a few points lags badly.
+        if smooth > 0 and len(values) >= 20:
             ax.plot(steps, values, color="C0", alpha=0.25, linewidth=1)
             ax.plot(steps, ema(values, smooth), color="C0", linewidth=1.5)
         else:
