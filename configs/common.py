@@ -39,3 +39,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_co
 
 def mesh(data=-1, fsdp=1, expert=1, tensor=1, multihost=False) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(data=data, fsdp=fsdp, expert=expert, tensor=tensor, multihost=multihost))
+
+
+def task_section(name: str, **kwargs) -> ml_collections.ConfigDict:
+    """config.task for a task name. JSONL tasks get `train_path` / `test_path` placeholders (None = the small sample
+    file shipped with r1jax), so `--config.task.kwargs.train_path=/data/train.jsonl` works from the command line."""
+    from ml_collections import config_dict
+    if name in ("gsm8k", "math", "aime", "gpqa", "code"):
+        kwargs = {"train_path": config_dict.placeholder(str), "test_path": config_dict.placeholder(str), **kwargs}
+    return ml_collections.ConfigDict(dict(name=name, kwargs=ml_collections.ConfigDict(kwargs)))

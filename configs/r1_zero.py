@@ -113,10 +113,17 @@ def rl(preset: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`arg`: a preset and `key=value` fields; `task=<name>` swaps the task (e.g. gsm8k, with its JSONL paths under
+    `task.kwargs`)."""
     preset, overrides = common.parse_arg(arg, PRESETS)
     config = ml_collections.ConfigDict(shared(preset))
+    task = overrides.pop("task", None)
+    if task:
+        config.task = common.task_section(task)
     config.preset = preset
     config.workdir = f"workdirs/r1_zero_{preset}"
     config.pretrain = pretrain(preset)
     config.rl = rl(preset)
+    if task and task != "countdown":  # countdown's own score is countdown's; other tasks use R1's acc + format
+        config.rl.reward_weights = ml_collections.ConfigDict(dict(accuracy=1.0, format=1.0))
     return common.apply_overrides(config, overrides)

@@ -1,0 +1,201 @@
+"""DeepSeek-R1: cold start -> reasoning RL -> rejection-sampling SFT -> reward model -> all-scenario RL -> distillation.
+
+    python -m experiments.r1 --config=configs/r1.py                  # 2-core CPU, tiny models, built-in data
+    python -m experiments.r1 --config=configs/r1.py:gpu              # one H100 (sized by analogy; unmeasured)
+    python -m experiments.r1 --config=configs/r1.py:smoke            # seconds per stage (tests)
+    python -m experiments.r1 --config=configs/r1.py:paper            # 671B recipe: builds and validates only
+    python -m experiments.distill --config=configs/r1.py[:gpu]       # + GRPO on the student at equal compute
+    python -m experiments.r1 --config=configs/r1.py:gpu,reasoning_rl.steps=50 --config.distill.logit.weight=0.5
+
+Every stage runs in `<workdir>/<stage>` and starts from the previous stage's output unless its section says
+otherwise (`init_from`; "@prev", "@base", "@<stage>", a path, or "" = scratch: r1jax/stages/pipeline.py). Rerunning
+the command skips finished stages. The run ends with `<workdir>/report.md` (printed): per stage, held-out countdown
+pass@1, mean response length, format rate and language consistency, and the reward model's held-out pair accuracy,
+beside `report/<stage>.png` curves. experiments/distill.py adds the comparison of the distilled student with GRPO on
+the same student base at equal student-side FLOPs.
+
+The default preset is the paper's chain in miniature on countdown with the byte tokenizer. The teacher starts from
+r1_zero's synthetic base model (assets/r1_zero_base, made by the `pretrain` stage of configs/r1_zero.py; rebuild it by
+putting "pretrain" first in `stages` with `base=''`), the student from a smaller one made in the run
+(`student_pretrain`). Every stage is kept small so the chain fits in about half an hour on 2 CPU cores. The gpu and
+smoke presets make both bases in the run (stages start with `pretrain`). Rewards: R1-Zero's rule reward of
+configs/r1_zero.py (countdown's score on CPU/GPU, accuracy + format in the paper preset) plus language consistency;
+all-scenario RL adds the readable format and the reward model.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common, r1_zero
+
+PRESETS = ("default", "gpu", "smoke", "paper")
+R1_STAGES = ("cold_start", "reasoning_rl", "rejection_sft", "reward_model", "all_scenario_rl")
+STAGES = ("pretrain",) + R1_STAGES + ("student_pretrain", "distill")       # gpu, smoke
+DEFAULT_STAGES = R1_STAGES + ("student_pretrain", "distill")             # the base is shipped: assets/r1_zero_base
+PAPER_STAGES = R1_STAGES + ("distill",)                                   # the bases are HF checkpoints
+CD = ml_collections.ConfigDict
+
+
+def shared(preset: str) -> dict:
+    """r1_zero's shared fields with R1's readable format (`<think> ... </think> summary`) as the format reward."""
+    s = r1_zero.shared(preset)
+    kwargs = {**dict(s["task"].kwargs), "format_style": "think"}
+    s["task"] = CD(dict(name=s["task"].name, kwargs=kwargs))
+    if preset == "paper":
+        s["template"] = "r1_distill"  # '<｜User｜>prompt<｜Assistant｜><think>\n'
+    return s
+
+
+def student(preset: str) -> dict:
+    """The dense student: a smaller model of the same family (same tokenizer, so logit distillation is possible)."""
+    if preset == "gpu":  # the teacher is r1_zero's gpu model (d 256, 6 layers); the student its default's size
+        return dict(model="small", model_overrides=dict(d_model=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                                                        head_dim=32, mlp_dim=384, max_seq_len=512, dtype="float32"))
+    if preset == "smoke":
+        return dict(model="tiny", model_overrides=dict(d_model=32, n_heads=2, n_kv_heads=1, mlp_dim=64,
+                                                       max_seq_len=256, dtype="float32"))
+    if preset == "paper":  # R1-Distill-Qwen-1.5B starts from Qwen2.5-Math-1.5B (an HF folder)
+        return dict(model="qwen2.5-1.5b", model_overrides={}, tokenizer="/path/to/Qwen2.5-Math-1.5B",
+                    init_from="/path/to/Qwen2.5-Math-1.5B")
+    return dict(model="tiny", model_overrides=dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
+                                                   mlp_dim=192, max_seq_len=512, dtype="float32"))
+
+
+def sft(preset: str, **kw) -> dict:
+    """SFT fields (stages/sft.train_sft): packing into seq_len rows, warmup + cosine to end_lr_ratio."""
+    c = dict(seq_len=256, batch_size=16, steps=0, epochs=2, learning_rate=5e-4, warmup_steps=10, end_lr_ratio=0.1,
+             weight_decay=0.1, log_every=10, checkpoint_every=500)
+    if preset == "gpu":
+        c.update(seq_len=512, batch_size=64, learning_rate=3e-4, warmup_steps=20)
+    elif preset == "smoke":
+        c.update(seq_len=256, batch_size=8, steps=2, warmup_steps=1, log_every=1, checkpoint_every=1)
+    elif preset == "paper":  # R1-v2 B.4.2: 2-3 epochs, cosine 5e-5 -> 5e-6, context 32,768, batch 128
+        c.update(seq_len=32_768, batch_size=128, epochs=2, learning_rate=5e-5, warmup_steps=0, end_lr_ratio=0.1)
+    c.update(kw)
+    return c
+
+
+def samples(preset: str, **kw) -> CD:
+    c = dict(num_prompts=384, k=4, temperature=1.0, top_p=1.0, max_new_tokens=160, prompts_per_batch=128,
+             chunk_size=32)
+    if preset == "gpu":
+        c.update(num_prompts=4096, k=4, max_new_tokens=160, prompts_per_batch=512)
+    elif preset == "smoke":
+        c.update(num_prompts=8, k=2, max_new_tokens=24, prompts_per_batch=8, chunk_size=8)
+    elif preset == "paper":
+        c.update(num_prompts=80_000, k=16, max_new_tokens=32_768, prompts_per_batch=512, chunk_size=256)
+    c.update(kw)
+    return CD(c)
+
+
+def filters(preset: str) -> CD:
+    return CD(dict(max_response_tokens={"smoke": 24, "paper": 32_768}.get(preset, 160), min_language=1.0,
+                   language="en"))
+
+
+def rl(preset: str, **kw) -> CD:
+    """GRPO as in R1-Zero (configs/r1_zero.rl: its rule reward, KL, clipping) plus the language-consistency reward."""
+    c = r1_zero.rl(preset)
+    c.runner = "grpo"
+    c.init_from = "@prev"
+    c.reward_weights.language = 1.0  # Nature eq. 8: summed in
+    c.eval.every = 0
+    if preset == "default":  # r1_zero: 80 steps in about 15 minutes
+        c.steps = 30
+        c.eval.update(num_problems=64, k=4, ks=(1, 4), prompts_per_batch=64)
+    elif preset == "gpu":
+        c.steps = 100
+    elif preset == "paper":  # R1 stage 1 (Nature Methods): as R1-Zero, eps 10; the step count is not stated
+        c.grpo.update(clip_eps_low=10.0, clip_eps_high=10.0)
+        c.reward_weights = CD(dict(accuracy=1.0, format=1.0, language=1.0))
+    for k, v in kw.items():
+        c[k] = v
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    preset, overrides = common.parse_arg(arg, PRESETS)
+    config = CD(shared(preset))
+    config.preset = preset
+    config.workdir = f"workdirs/r1_{preset}"
+    # "@base": the teacher's base. "" = the first stage's output (the pretrain stage of gpu and smoke).
+    config.base = {"paper": "/path/to/DeepSeek-V3-Base", "default": r1_zero.BASE_CHECKPOINT}.get(preset, "")
+    config.stages = {"paper": PAPER_STAGES, "default": DEFAULT_STAGES}.get(preset, STAGES)
+    small = preset in ("default", "smoke")
+
+    # ---------------------------------------------------------------- the synthetic base models
+    # The default's teacher base is r1_zero's shipped one (made by this same section, about an hour on 2 CPU cores):
+    # put "pretrain" first in `stages` and set base='' to rebuild it.
+    config.pretrain = r1_zero.pretrain(preset)
+    config.pretrain.update(dict(runner="pretrain", init_from=""))
+    config.student_pretrain = CD(config.pretrain.to_dict())
+    config.student_pretrain.update(student(preset))
+    if preset == "default":  # the student's base is made in the run: a few minutes on 2 CPU cores
+        config.student_pretrain.update(dict(steps=500, batch_size=16, warmup_steps=40))
+
+    # ---------------------------------------------------------------- 1. cold start
+    config.cold_start = CD(dict(
+        runner="cold_start", init_from="@prev", rollouts_from="",  # "" = sample the model being fine-tuned
+        source="traces" if preset == "smoke" else ("/path/to/cold_start.jsonl" if preset == "paper" else "rollouts"),
+        samples=samples(preset, **({"num_prompts": 512} if preset == "default" else {})), filters=filters(preset),
+        min_examples=1 if preset == "smoke" else 32,
+        # Hundreds of examples on CPU (R1: thousands): a few more epochs, so the summary and the stop are learned.
+        **sft(preset, epochs=6 if preset == "default" else 4,
+              **({"batch_size": 8, "warmup_steps": 5} if preset == "default" else {}))))
+
+    # ---------------------------------------------------------------- 2. reasoning RL
+    config.reasoning_rl = rl(preset)
+
+    # ---------------------------------------------------------------- 3. rejection-sampling SFT (from the base)
+    config.rejection_sft = CD(dict(
+        runner="rejection", sample_from="@prev", init_from="@base",
+        # The temperature is not stated in the paper; R1's evaluation temperature keeps a small model's samples clean.
+        samples=samples(preset, temperature=0.6,
+                        num_prompts={"default": 512, "gpu": 8192}.get(preset, samples(preset).num_prompts)),
+        filters=filters(preset), general_data="/path/to/v3_sft_general.jsonl" if preset == "paper" else "",
+        general_share=0.25, min_general=16 if preset == "smoke" else 0, **sft(preset)))
+
+    # ---------------------------------------------------------------- 4. reward model
+    config.reward_model = CD(dict(
+        runner="reward_model", init_from="@prev", pairs="/path/to/helpful_pairs.jsonl" if preset == "paper" else "",
+        builtin=CD(dict(num_task_pairs={"smoke": 32, "gpu": 4096}.get(preset, 512), general_data="",
+                        general_repeats={"smoke": 1, "gpu": 4}.get(preset, 2))),
+        test_fraction=0.2, seq_len={"paper": 8192, "gpu": 256, "smoke": 128}.get(preset, 128),
+        batch_size={"paper": 256, "gpu": 64, "smoke": 8}.get(preset, 32), steps=2 if preset == "smoke" else 0,
+        epochs=1 if preset == "paper" else 2, learning_rate=6e-6 if preset == "paper" else 2e-4,
+        warmup_steps={"paper": 0, "smoke": 1}.get(preset, 5),
+        end_lr_ratio=0.1, weight_decay=0.0, log_every=1 if preset == "smoke" else 5, checkpoint_every=500))
+
+    # ---------------------------------------------------------------- 5. all-scenario RL
+    config.all_scenario_rl = rl(preset, runner="all_scenario", init_from="@rejection_sft",
+                                reward_model="@reward_model", general_data="", general_share=0.25)
+    config.all_scenario_rl.reward_weights.update(dict(format=1.0, rm=1.0))  # Reward_general = RM + format
+    config.all_scenario_rl.rollout.temperature = 0.7  # R1 stage 2
+    if preset == "default":
+        config.all_scenario_rl.steps = 20
+    elif preset == "gpu":
+        config.all_scenario_rl.steps = 60
+    elif preset == "paper":  # 1,700 updates = 106 rollouts of 16 updates; 66K general of 146K prompts
+        config.all_scenario_rl.update(dict(steps=106, general_data="/path/to/general_prompts.jsonl",
+                                           general_share=0.45))
+
+    # ---------------------------------------------------------------- 6. distillation into the student
+    config.distill = CD(dict(runner="distill", init_from="@prev", data="@rejection_sft", teacher="@all_scenario_rl",
+                             logit=CD(dict(weight=0.0, temperature=1.0))))  # weight 0: the paper's SFT only
+    config.distill.update(student(preset))
+    config.distill.update(sft(preset, epochs=6 if preset == "default" else 3, learning_rate=1e-3 if small else 3e-4))
+    if preset == "paper":  # R1-v2 B.4.3: Qwen-1.5B lr 1e-4, cosine to 1/10, context 32,768, batch 64
+        config.distill.update(sft(preset, epochs=3, learning_rate=1e-4, batch_size=64))
+
+    # ---------------------------------------------------------------- the other arm: GRPO on the student
+    config.student_grpo = rl(preset, init_from="@student_pretrain", steps=0,
+                             equal_compute=CD(dict(match="distill", by="flops")))
+    config.student_grpo.update(student(preset))
+
+    # ---------------------------------------------------------------- report
+    ev = r1_zero.rl(preset).eval
+    config.report = CD(dict(num_problems={"default": 64}.get(preset, ev.num_problems), k=4 if small else ev.k,
+                            temperature=0.6, top_p=0.95, max_new_tokens=config.reasoning_rl.eval.max_new_tokens,
+                            prompts_per_batch=64 if small else ev.prompts_per_batch,
+                            compare=("distill", "student_grpo")))
+    return common.apply_overrides(config, overrides)
