@@ -1,7 +1,7 @@
 """Evaluate a checkpoint as the R1 paper does (R1 §3): k samples per problem at temperature 0.6, top-p 0.95;
 pass@1 = mean accuracy over the k samples, cons@k = majority vote, unbiased pass@k for several k.
 
-    # 2-core CPU: the R1-Zero default run's output on countdown and arithmetic (k = 8, 96 new tokens)
+    # 2-core CPU: the R1-Zero default run's output on countdown and arithmetic (k = 8, 160 new tokens)
     python -m experiments.evaluate --config=configs/evaluate.py
     # any stage output (its folder or its final/) or an HF folder (config.json + safetensors + tokenizer.json)
     python -m experiments.evaluate --config=configs/evaluate.py:checkpoint=workdirs/sft/final \\
@@ -75,7 +75,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         aime=bench("aime", PAPER_K["aime"]),
         gpqa=bench("gpqa", PAPER_K["gpqa"]),
     ))
-    c.sampling = ml_collections.ConfigDict(dict(temperature=0.6, top_p=0.95, top_k=0, max_new_tokens=96,
+    # The R1-Zero default's evaluation budget (configs/r1_zero.py rl.eval.max_new_tokens), so the numbers agree.
+    c.sampling = ml_collections.ConfigDict(dict(temperature=0.6, top_p=0.95, top_k=0,
+                                                max_new_tokens=r1_zero.rl("default").eval.max_new_tokens,
                                                 prompts_per_batch=128, chunk_size=64, seed=0))
     c.ks = (1, 2, 4, 8, 16, 32, 64)  # pass@k reported for each k up to the samples per problem
 
