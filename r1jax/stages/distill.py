@@ -1,0 +1,244 @@
+"""Distillation (R1 §2.4): SFT of a smaller dense student on the teacher's rejection-sampled data, optionally with a
+logit-distillation term. One readable trainer, top to bottom.
+
+    run(config, workdir) -> path of the final params
+
+config: `data` (a {"prompt","response"} JSONL, or a stage output whose stage folder holds data/dataset.jsonl -- the
+rejection-sampling stage's), `init_from` (the student's base; empty = a fresh `model`/`model_overrides`), the SFT
+fields of stages/sft.py, and `logit` = {weight, temperature}. With `logit.weight` = 0 (the paper: SFT only) this is
+`train_sft` on the re-tokenised text, so any student vocabulary works. With weight a > 0 the loss is
+(1 - a) CE + a T^2 KL(teacher_T || student_T) on the response positions (training/sft.distill_loss; padding and
+prompts masked), the teacher being `teacher` (a stage output or HF folder); teacher and student must share the
+vocabulary, else `check_same_vocab` raises naming the difference.
+
+Compute accounting (for the equal-compute comparison with GRPO on the student, see `grpo_step_compute`): the stage
+writes `<workdir>/compute.json` = FLOPs of the matmuls the student runs (fwd + bwd = 3 x fwd, on every padded token
+slot: models.config.flops_per_token) plus, with logit distillation, the teacher's forward passes; and the token slots
+trained on. The teacher's own training and the sampling of its data are not counted: the teacher is given.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from r1jax import sharding as sh
+from r1jax.models.config import ModelConfig, flops_per_token, param_count
+from r1jax.stages import common
+from r1jax.stages import rejection as rj
+from r1jax.stages.sft import batch_for_step, total_steps, train_sft
+from r1jax.tokenizer import load_tokenizer
+from r1jax.training import checkpoint as ckpt
+from r1jax.training.metrics import MetricWriter, Progress
+from r1jax.training.optim import lr_schedule, make_optimizer
+from r1jax.training.plots import plot_curves
+from r1jax.training.sft import check_same_vocab, distill_loss, next_token_loss, pack_examples, split_model_output
+from r1jax.training.state import create_state, model_apply, router_bias_update
+
+COMPUTE = "compute.json"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Compute accounting
+# ----------------------------------------------------------------------------------------------------------------
+def sft_compute(cfg: ModelConfig, steps: int, batch_size: int, seq_len: int,
+                teacher: ModelConfig | None = None) -> dict:
+    slots = steps * batch_size * seq_len
+    flops = slots * flops_per_token(cfg, seq_len)
+    if teacher is not None:
+        flops += slots * flops_per_token(teacher, seq_len) / 3.0  # forward only
+    return {"flops": float(flops), "token_slots": int(slots), "sampled_tokens": 0, "steps": int(steps)}
+
+
+def grpo_step_compute(cfg: ModelConfig, rl: ml_collections.ConfigDict, seq_len: int) -> dict:
+    """FLOPs and sampled tokens of one GRPO step of stages/grpo.py on rows of `seq_len` (prompt + completion):
+    sampling (prefill + decode; decode counted at max_new_tokens, an upper bound), the old-policy and (when
+    kl_beta > 0) reference scoring passes, and `inner_epochs` fwd + bwd updates."""
+    r = rl.rollout
+    rows = r.prompts_per_step * r.group_size
+    fwd = flops_per_token(cfg, seq_len) / 3.0
+    passes = 1 + (1 if rl.grpo.kl_beta > 0 else 0) + 3 * rl.inner_epochs
+    flops = rows * seq_len * fwd * (1 + passes)  # sampling touches at most seq_len positions per row
+    return {"flops": float(flops), "token_slots": int(rows * seq_len * rl.inner_epochs),
+            "sampled_tokens": int(rows * r.max_new_tokens)}
+
+
+def equal_compute_steps(budget: dict, per_step: dict, by: str = "flops") -> int:
+    """GRPO steps whose compute (`by`: 'flops' or 'sampled_tokens' vs the budget's token_slots) matches `budget`."""
+    if by == "flops":
+        return max(1, int(budget["flops"] // per_step["flops"]))
+    if by == "tokens":
+        return max(1, int(budget["token_slots"] // per_step["sampled_tokens"]))
+    raise ValueError(f"unknown equal_compute {by!r}; known: ['flops', 'tokens']")
+
+
+def read_compute(workdir: str) -> dict:
+    path = os.path.join(workdir, COMPUTE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {COMPUTE} in {workdir}: run the distill stage first")
+    with open(path) as fh:
+        return json.load(fh)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Vocabularies
+# ----------------------------------------------------------------------------------------------------------------
+def vocab_of(tokenizer):
+    """A token -> id mapping (HF tokenizers) or the vocabulary size (the byte tokenizer, fixed by construction)."""
+    inner = getattr(tokenizer, "_tok", None)
+    if inner is not None:
+        return inner.get_vocab(with_added_tokens=True)
+    return tokenizer.vocab_size
+
+
+def check_distillable(student_cfg: ModelConfig, student_tok: str, teacher_cfg: ModelConfig, teacher_tok: str):
+    """Logit distillation matches distributions token by token: same output size and the same tokens."""
+    check_same_vocab(student_cfg.vocab_size, teacher_cfg.vocab_size)
+    if student_tok != teacher_tok:
+        check_same_vocab(vocab_of(load_tokenizer(student_tok)), vocab_of(load_tokenizer(teacher_tok)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# SFT with a teacher
+# ----------------------------------------------------------------------------------------------------------------
+def make_distill_step(student_apply, teacher_apply, optimizer, *, weight: float, temperature: float, lr_fn,
+                      post_update=None):
+    """(state, teacher_params, batch) -> (state, metrics); batch has the keys of pack_examples. The apply functions
+    follow training/state.model_apply; `post_update(params, router_counts)` is the MoE router-bias step."""
+    import optax
+
+    def step(state, teacher_params, batch):
+        args = (batch["tokens"], batch["positions"], batch["segment_ids"])
+        teacher_logits = split_model_output(teacher_apply(teacher_params, *args))[0]
+
+        def loss_fn(params):
+            logits, aux, counts = split_model_output(student_apply(params, *args))
+            aux = jnp.zeros((), jnp.float32) if aux is None else aux
+            ce, metrics = next_token_loss(logits, batch["tokens"], batch["loss_mask"])
+            kl, kl_metrics = distill_loss(logits, teacher_logits, batch["loss_mask"], temperature)
+            metrics.update(kl_metrics, ce=ce, aux_loss=aux)
+            return (1.0 - weight) * ce + weight * kl + aux, (metrics, counts)
+
+        grads, (metrics, counts) = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if post_update is not None and counts is not None:
+            params = post_update(params, counts)
+        metrics.update(grad_norm=optax.global_norm(grads), lr=lr_fn(state.step))
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return step
+
+
+def train_with_teacher(config, workdir: str, examples, *, pad_id: int, tokenizer: str, teacher_cfg, teacher_params):
+    """train_sft's loop with the logit-distillation loss; returns (final path, steps, rows, seq_len)."""
+    mesh = common.make_mesh(config)
+    init_path = common.resolve_init(config)
+    init_params = None
+    if init_path:
+        cfg, init_params, tokenizer = common.load_model(init_path, mesh, common.numeric_overrides(config))
+    else:
+        cfg = common.model_config(config)
+    rows, stats = pack_examples(examples, config.seq_len, pad_id)
+    if config.batch_size % sh.batch_size_multiple(mesh):
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of {sh.batch_size_multiple(mesh)}")
+    steps = total_steps(config, len(rows["tokens"]))
+    sched_kw = dict(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=steps,
+                    end_lr_ratio=config.get("end_lr_ratio", 0.1))
+    optimizer = make_optimizer(**sched_kw, weight_decay=config.get("weight_decay", 0.1),
+                               grad_clip=config.get("grad_clip", 1.0))
+    state, shardings = create_state(cfg, optimizer, mesh, jax.random.PRNGKey(config.seed), params=init_params)
+    del init_params
+    teacher_sh = jax.tree.map(lambda x: x.sharding, teacher_params)
+    example = batch_for_step(rows, 0, config.batch_size, config.seed)
+    batch_sh = jax.tree.map(lambda x: sh.batch_sharding(mesh, x.ndim), example)
+    step_fn = jax.jit(make_distill_step(model_apply(cfg), model_apply(teacher_cfg), optimizer,
+                                        weight=config.logit.weight, temperature=config.logit.temperature,
+                                        lr_fn=lr_schedule(**sched_kw), post_update=router_bias_update(cfg)),
+                      in_shardings=(shardings, teacher_sh, batch_sh), out_shardings=(shardings, sh.replicated(mesh)),
+                      donate_argnums=0)
+    checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
+                                     save_interval_steps=config.get("checkpoint_every", 1000))
+    start = 0
+    if checkpointer.latest_step() is not None:
+        state, _ = checkpointer.restore(ckpt.abstract_like(state))
+        start = int(state.step)
+    writer = MetricWriter(workdir)
+    progress = Progress(steps, desc="distill", keys=["loss", "distill_kl"], every_s=config.get("progress_every_s", 10))
+    for step in range(start, steps):
+        batch = sh.shard_batch(batch_for_step(rows, step, config.batch_size, config.seed), mesh)
+        with sh.use_mesh(mesh):
+            state, metrics = step_fn(state, teacher_params, batch)
+        if (step + 1) % config.get("log_every", 10) == 0 or step + 1 == steps:
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            writer.write(step + 1, metrics)
+            progress.update(step + 1, metrics)
+        checkpointer.save(step + 1, state)
+    checkpointer.save(steps, state, force=checkpointer.latest_step() != steps)
+    checkpointer.wait()
+    checkpointer.close()
+    progress.close()
+    writer.close()
+    plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"), ["loss", "ce", "distill_kl", "lr"])
+    path = common.save_final(workdir, cfg, jax.device_get(state.params), tokenizer, extra={"steps": steps})
+    return path, cfg, steps
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------------------------------------------
+def student_config(config: ml_collections.ConfigDict) -> tuple[ModelConfig, str]:
+    """The student's ModelConfig and tokenizer spec: from its base checkpoint, else from the config."""
+    init = config.get("init_from", "")
+    if init and os.path.exists(os.path.join(init, "model.json")):
+        meta = common.read_model_meta(init)
+        return common._config_from_dict(meta["model"]), meta.get("tokenizer", config.tokenizer)
+    if init and os.path.exists(os.path.join(init, "config.json")):  # an HF base (Qwen2.5-Math-1.5B, ...)
+        from r1jax.models.hf import dense_config_from_hf
+        with open(os.path.join(init, "config.json")) as fh:
+            return dense_config_from_hf(json.load(fh)), init
+    return common.model_config(config), config.tokenizer
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+    if common.is_finished(workdir):
+        logging.info("%s already finished", workdir)
+        return common.final_dir(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    if not config.get("data", ""):
+        raise ValueError("distill needs `data`: the teacher's SFT data (a JSONL file or the rejection stage's output)")
+    from r1jax.data.pipeline import sft_records
+    records = sft_records(rj.dataset_path(config.data))
+    student_cfg, student_tok = student_config(config)
+    tokenizer = load_tokenizer(student_tok)
+    examples = rj.sft_examples(records, tokenizer, config.template)
+    weight = float(config.logit.weight)
+    logging.info("distill: %d records from %s; student of %d params; logit weight %g", len(records), config.data,
+                 param_count(student_cfg), weight)
+
+    # ---------------------------------------------------------------- teacher (logit distillation only)
+    teacher_cfg = teacher_params = None
+    if weight > 0:
+        if not config.get("teacher", ""):
+            raise ValueError("logit distillation (logit.weight > 0) needs `teacher`")
+        if os.path.exists(os.path.join(config.teacher, "model.json")):  # check before loading a large teacher
+            meta = common.read_model_meta(config.teacher)
+            check_distillable(student_cfg, student_tok, common._config_from_dict(meta["model"]),
+                              meta.get("tokenizer", "byte"))
+        teacher_cfg, teacher_params, teacher_tok = common.load_model(config.teacher, common.make_mesh(config))
+        check_distillable(student_cfg, student_tok, teacher_cfg, teacher_tok)
+
+    # ---------------------------------------------------------------- compute budget, then training
+    num_rows = pack_examples(examples, config.seq_len, tokenizer.pad_id)[1]["num_rows"]
+    steps = total_steps(config, num_rows)
+    compute = {**sft_compute(student_cfg, steps, config.batch_size, config.seq_len, teacher_cfg),
+               "records": len(records), "logit_weight": weight}
+    with open(os.path.join(workdir, COMPUTE), "w") as fh:
+        json.dump(compute, fh, indent=1)
+    if weight > 0:
+        return train_with_teacher(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=student_tok,
+                                  teacher_cfg=teacher_cfg, teacher_params=teacher_params)[0]
+    return train_sft(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=student_tok)

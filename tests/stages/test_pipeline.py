@@ -1,0 +1,150 @@
+"""The R1 pipeline on the smoke preset: every stage runs from one config, a rerun skips finished stages, references
+resolve as documented, packed SFT rows keep examples apart, the report and the comparison table are written, and the
+paper preset validates."""
+import json
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import r1
+from r1jax.models.config import get_config
+from r1jax.models.transformer import Transformer, init_params
+from r1jax.stages import common, pipeline
+from r1jax.stages import rejection as rj
+from r1jax.tokenizer import ByteTokenizer
+from r1jax.training.sft import pack_examples
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ALL = r1.STAGES + ("student_grpo",)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    config = r1.get_config("smoke")
+    config.stages = ALL
+    workdir = str(tmp_path_factory.mktemp("r1"))
+    outputs = pipeline.run_pipeline(config, workdir)
+    text = pipeline.report(config, workdir)
+    return config, workdir, outputs, text
+
+
+def test_every_stage_runs_and_hands_over(chain):
+    config, workdir, outputs, _ = chain
+    assert list(outputs) == list(ALL)
+    for name, path in outputs.items():
+        assert path == common.final_dir(os.path.join(workdir, name)) and common.is_finished(os.path.join(workdir, name))
+    for f in ["cold_start/data/dataset.jsonl", "cold_start/data/manifest.json", "rejection_sft/data/dataset.jsonl",
+              "rejection_sft/data/manifest.json", "reward_model/eval/after.json", "distill/compute.json",
+              "student_grpo_compute.json", "reasoning_rl/report.md", "all_scenario_rl/report.md"]:
+        assert os.path.exists(os.path.join(workdir, f)), f
+    # Rejection sampling sampled the RL checkpoint; the student is the smaller model.
+    with open(os.path.join(workdir, "rejection_sft/data/manifest.json")) as fh:
+        assert json.load(fh)["sample_from"] == outputs["reasoning_rl"]
+    assert common.read_model_meta(outputs["distill"])["model"]["d_model"] < \
+        common.read_model_meta(outputs["rejection_sft"])["model"]["d_model"]
+    assert common.read_model_meta(outputs["reward_model"])["kind"] == "reward_model"
+    # All-scenario RL logged the reward-model component and the language reward.
+    with open(os.path.join(workdir, "all_scenario_rl/metrics.jsonl")) as fh:
+        keys = set().union(*map(json.loads, fh))
+    assert {"reward/rm", "reward/language", "reward/general", "accuracy"} <= keys
+    with open(os.path.join(workdir, "student_grpo_compute.json")) as fh:
+        eq = json.load(fh)
+    assert eq["flops"] <= eq["budget"]["flops"] or eq["steps"] == 1
+
+
+def test_rerun_skips_finished_stages(chain, monkeypatch, capsys):
+    config, workdir, outputs, _ = chain
+    import importlib
+    for module in set(pipeline.RUNNERS.values()):
+        monkeypatch.setattr(importlib.import_module(module), "run", lambda *a, **k: pytest.fail("stage was rerun"))
+    mtime = os.path.getmtime(os.path.join(outputs["distill"], "model.json"))
+    assert pipeline.run_pipeline(config, workdir) == outputs
+    assert capsys.readouterr().out.count("finished already: skipped") == len(ALL)
+    assert os.path.getmtime(os.path.join(outputs["distill"], "model.json")) == mtime
+
+
+def test_report_table_and_comparison(chain):
+    _, workdir, _, text = chain
+    assert os.path.exists(os.path.join(workdir, "report.md"))
+    assert "| stage | params | pass@1 | mean_length | language | format_rate | rm_accuracy |" in text
+    for name in ALL:
+        assert f"| {name} |" in text
+        assert os.path.exists(os.path.join(workdir, "report", f"{name}.png")), name
+    assert "Distillation vs GRPO on the student at equal compute" in text
+    assert "| distilled (distill) |" in text and "| GRPO on the student (student_grpo) |" in text
+
+
+def test_references_resolve_as_documented(tmp_path):
+    config = r1.get_config("smoke")
+    w = str(tmp_path)
+    final = lambda s: common.final_dir(os.path.join(w, s))  # noqa: E731
+    assert pipeline.resolve_ref(config, w, "pretrain", "@prev") == ""                  # first stage: scratch
+    assert pipeline.resolve_ref(config, w, "cold_start", "@prev") == final("pretrain")
+    assert pipeline.resolve_ref(config, w, "rejection_sft", "@base") == final("pretrain")
+    assert pipeline.resolve_ref(config, w, "all_scenario_rl", "@rejection_sft") == final("rejection_sft")
+    assert pipeline.resolve_ref(config, w, "distill", "/x/y") == "/x/y"
+    with pytest.raises(ValueError, match="not an earlier stage"):
+        pipeline.resolve_ref(config, w, "cold_start", "@distill")
+    config.base = "/models/base"
+    config.stages = r1.PAPER_STAGES
+    assert pipeline.resolve_ref(config, w, "cold_start", "@prev") == "/models/base"
+    assert pipeline.resolve_ref(config, w, "rejection_sft", "@base") == "/models/base"
+    sc = pipeline.resolved_config(config, w, "all_scenario_rl")
+    assert sc.reward_model == final("reward_model") and sc.init_from == final("rejection_sft")
+    config.stages = ("pretrain", "nope")
+    with pytest.raises(KeyError, match="no section"):
+        pipeline.run_pipeline(config, w)
+
+
+def test_packed_sft_rows_keep_examples_apart():
+    """Through the SFT data path: segment ids separate examples, positions restart, the loss is on responses only,
+    and a packed row's logits equal each example's logits alone (no cross-example attention)."""
+    tok = ByteTokenizer()
+    records = [{"prompt": "Q1", "response": "<think> a </think> one"}, {"prompt": "Q22", "response": "two"}]
+    examples = rj.sft_examples(records, tok, "r1_zero_short")
+    batch, stats = pack_examples(examples, seq_len=96, pad_id=tok.pad_id)
+    assert stats["num_rows"] == 1
+    seg, mask, pos = batch["segment_ids"][0], batch["loss_mask"][0], batch["positions"][0]
+    lens = [len(p) + len(r) for p, r in examples]
+    np.testing.assert_array_equal(seg[:sum(lens)], [1] * lens[0] + [2] * lens[1])
+    assert (seg[sum(lens):] == 0).all() and (mask[sum(lens):] == 0).all()
+    np.testing.assert_array_equal(pos[:sum(lens)], list(range(lens[0])) + list(range(lens[1])))
+    start = 0
+    for p, r in examples:  # mask[t] = 1 iff token t+1 is a response token of the same example
+        want = np.zeros(len(p) + len(r), np.int32)
+        want[len(p) - 1:len(p) + len(r) - 1] = 1
+        np.testing.assert_array_equal(mask[start:start + len(want)], want)
+        start += len(want)
+    cfg = get_config("tiny", dtype="float32", max_seq_len=128)
+    params = nn.unbox(init_params(cfg, jax.random.PRNGKey(0)))
+    model = Transformer(cfg)
+    packed, _ = model.apply({"params": params}, jnp.asarray(batch["tokens"]), jnp.asarray(batch["positions"]),
+                            jnp.asarray(batch["segment_ids"]))
+    start = 0
+    for p, r in examples:
+        ids = jnp.asarray([p + r])
+        alone, _ = model.apply({"params": params}, ids)
+        np.testing.assert_allclose(packed[0, start:start + ids.shape[1]], alone[0], atol=1e-5)
+        start += ids.shape[1]
+
+
+def test_presets_build_and_paper_validates():
+    for preset in r1.PRESETS:
+        c = r1.get_config(preset)
+        for name in c.stages:
+            pipeline.runner_of(c, name)
+            common.model_config(common.stage_config(c, name))
+    with pytest.raises(KeyError, match="unknown config key"):
+        r1.get_config("smoke,distill.nonsense=1")
+    out = subprocess.run([sys.executable, "-m", "experiments.r1", "--config=configs/r1.py:paper"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for name in r1.PAPER_STAGES:
+        assert f"--- {name}" in out.stdout
+    assert "policy_updates: 10400" in out.stdout and "temperature: 0.7" in out.stdout
