@@ -101,8 +101,8 @@ def rl(preset: str, **kw) -> CD:
     c.reward_weights.language = 1.0  # Nature eq. 8: summed in
     c.eval.every = 0
     if preset == "default":  # r1_zero: 80 steps in about 15 minutes
-        c.steps = 30
-        c.eval.update(num_problems=64, k=4, ks=(1, 4), prompts_per_batch=64)
+        c.steps = 20
+        c.eval.num_problems = 0  # the pipeline's report evaluates every stage; no before/after here
     elif preset == "gpu":
         c.steps = 100
     elif preset == "paper":  # R1 stage 1 (Nature Methods): as R1-Zero, eps 10; the step count is not stated
@@ -153,12 +153,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         samples=samples(preset, temperature=0.6,
                         num_prompts={"default": 512, "gpu": 8192}.get(preset, samples(preset).num_prompts)),
         filters=filters(preset), general_data="/path/to/v3_sft_general.jsonl" if preset == "paper" else "",
-        general_share=0.25, min_general=16 if preset == "smoke" else 0, **sft(preset)))
+        general_share=0.25, min_general=16 if preset == "smoke" else 0,
+        **sft(preset, **({"epochs": 3, "batch_size": 8} if preset == "default" else {}))))
 
     # ---------------------------------------------------------------- 4. reward model
     config.reward_model = CD(dict(
         runner="reward_model", init_from="@prev", pairs="/path/to/helpful_pairs.jsonl" if preset == "paper" else "",
-        builtin=CD(dict(num_task_pairs={"smoke": 32, "gpu": 4096}.get(preset, 512), general_data="",
+        builtin=CD(dict(num_task_pairs={"smoke": 32, "gpu": 4096}.get(preset, 256), general_data="",
                         general_repeats={"smoke": 1, "gpu": 4}.get(preset, 2))),
         test_fraction=0.2, seq_len={"paper": 8192, "gpu": 256, "smoke": 128}.get(preset, 128),
         batch_size={"paper": 256, "gpu": 64, "smoke": 8}.get(preset, 32), steps=2 if preset == "smoke" else 0,
@@ -172,7 +173,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.all_scenario_rl.reward_weights.update(dict(format=1.0, rm=1.0))  # Reward_general = RM + format
     config.all_scenario_rl.rollout.temperature = 0.7  # R1 stage 2
     if preset == "default":
-        config.all_scenario_rl.steps = 20
+        config.all_scenario_rl.steps = 12
     elif preset == "gpu":
         config.all_scenario_rl.steps = 60
     elif preset == "paper":  # 1,700 updates = 106 rollouts of 16 updates; 66K general of 146K prompts

@@ -55,14 +55,16 @@ def sft_compute(cfg: ModelConfig, steps: int, batch_size: int, seq_len: int,
 
 
 def grpo_step_compute(cfg: ModelConfig, rl: ml_collections.ConfigDict, seq_len: int) -> dict:
-    """FLOPs and sampled tokens of one GRPO step of stages/grpo.py on rows of `seq_len` (prompt + completion):
-    sampling (prefill + decode; decode counted at max_new_tokens, an upper bound), the old-policy and (when
-    kl_beta > 0) reference scoring passes, and `inner_epochs` fwd + bwd updates."""
+    """FLOPs and sampled tokens of one GRPO step of stages/grpo.py on rows of `seq_len` (prompt + completion; the
+    trainer cuts rows to the step's longest, so this is an upper bound): sampling (prefill + decode, counted as one
+    forward over the row), the old-policy scoring pass (skipped on-policy: one mini-batch, one inner epoch), the
+    reference pass (when kl_beta > 0), and `inner_epochs` fwd + bwd updates."""
     r = rl.rollout
     rows = r.prompts_per_step * r.group_size
     fwd = flops_per_token(cfg, seq_len) / 3.0
-    passes = 1 + (1 if rl.grpo.kl_beta > 0 else 0) + 3 * rl.inner_epochs
-    flops = rows * seq_len * fwd * (1 + passes)  # sampling touches at most seq_len positions per row
+    on_policy = rl.num_minibatches == 1 and rl.inner_epochs == 1
+    passes = (0 if on_policy else 1) + (1 if rl.grpo.kl_beta > 0 else 0) + 3 * rl.inner_epochs
+    flops = rows * seq_len * fwd * (1 + passes)
     return {"flops": float(flops), "token_slots": int(rows * seq_len * rl.inner_epochs),
             "sampled_tokens": int(rows * r.max_new_tokens)}
 

@@ -133,9 +133,9 @@ CURVES = {"pretrain": ["loss", "accuracy", "lr"], "cold_start": ["loss", "accura
                            "response_length/mean"]}
 
 
-def evaluate_stage(config, workdir: str, name: str, task) -> dict:
-    """Held-out pass@1, mean response length, format rate and language consistency of one stage's model (cached in
-    <workdir>/report/<name>.json)."""
+def evaluate_stage(config, workdir: str, name: str, task, path: str | None = None) -> dict:
+    """Held-out pass@1, mean response length, format rate and language consistency of one stage's model (or of the
+    model at `path`), cached in <workdir>/report/<name>.json."""
     from r1jax import evaluation
     from r1jax.tokenizer import load_tokenizer
     out = os.path.join(workdir, "report", f"{name}.json")
@@ -143,7 +143,7 @@ def evaluate_stage(config, workdir: str, name: str, task) -> dict:
         with open(out) as fh:
             return json.load(fh)
     r = config.report
-    cfg, params, tok = common.load_model(common.final_dir(os.path.join(workdir, name)))
+    cfg, params, tok = common.load_model(path or common.final_dir(os.path.join(workdir, name)))
     tokenizer = load_tokenizer(tok)
     ecfg = evaluation.EvalConfig(k=r.k, temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
                                  template=config.template, prompts_per_batch=r.prompts_per_batch, ks=(1,),
@@ -193,6 +193,9 @@ def report(config: ml_collections.ConfigDict, workdir: str) -> str:
     from r1jax.training.plots import plot_curves
     task = make_task(common.stage_config(config, "report"))
     rows, table_rows = {}, []
+    if config.get("base", "") and os.path.exists(config.base):  # the teacher's given base, before any stage
+        rows["base"] = {"stage": "base", **evaluate_stage(config, workdir, "base", task, config.base)}
+        table_rows.append(rows["base"])
     for name in config.stages:
         stage_dir = os.path.join(workdir, name)
         runner = runner_of(config, name)

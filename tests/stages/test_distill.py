@@ -77,10 +77,15 @@ def test_equal_compute_steps():
     cfg = common.model_config(rl)
     per = distill.grpo_step_compute(cfg, rl, seq_len=128)
     rows = rl.rollout.prompts_per_step * rl.rollout.group_size
-    # sampling + old-policy scoring + reference scoring (kl_beta > 0) + fwd/bwd update = 6 forward passes per row
+    # on-policy: sampling + reference scoring (kl_beta > 0) + fwd/bwd update = 5 forward passes per row
     from r1jax.models.config import flops_per_token
-    assert per["flops"] == pytest.approx(rows * 128 * flops_per_token(cfg, 128) / 3 * 6)
+    assert rl.num_minibatches == 1 and rl.inner_epochs == 1 and rl.grpo.kl_beta > 0
+    assert per["flops"] == pytest.approx(rows * 128 * flops_per_token(cfg, 128) / 3 * 5)
+    rl.inner_epochs = 2  # off-policy: + the old-policy pass, and two updates
+    assert distill.grpo_step_compute(cfg, rl, 128)["flops"] == pytest.approx(rows * 128 * flops_per_token(cfg, 128)
+                                                                             / 3 * 9)
     assert per["sampled_tokens"] == rows * rl.rollout.max_new_tokens
+    rl.inner_epochs = 1
     budget = {"flops": 10.5 * per["flops"], "token_slots": 3 * per["sampled_tokens"]}
     assert distill.equal_compute_steps(budget, per, "flops") == 10
     assert distill.equal_compute_steps(budget, per, "tokens") == 3
