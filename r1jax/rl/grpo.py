@@ -15,7 +15,7 @@ reference notes §1, TRL issue 6789); old, reference and sampler log-probs must 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -125,3 +125,24 @@ def stage_config(config: ml_collections.ConfigDict, section: str, **updates) -> 
     for k, v in updates.items():
         out[k] = v
     return out
+
+
+def initial_model(config: ml_collections.ConfigDict, mesh, tokenizer: str) -> tuple[ModelConfig, Any, str]:
+    """(cfg, params or None, tokenizer): the `init_from` model loaded onto `mesh` (its tokenizer with it), else the
+    config's model to be initialised from scratch."""
+    init_path = resolve_init(config)
+    if init_path:
+        return load_model(init_path, mesh, numeric_overrides(config))
+    return model_config(config), None, tokenizer
+
+
+def resume(workdir: str, config: ml_collections.ConfigDict, state):
+    """(checkpointer, state, start step) for a stage's `<workdir>/ckpt`: restored from the latest step if any."""
+    checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
+                                     save_interval_steps=config.get("checkpoint_every", 1000))
+    start = 0
+    if checkpointer.latest_step() is not None:
+        state, _ = checkpointer.restore(ckpt.abstract_like(state))
+        start = int(state.step)
+        logging.info("resumed at step %d", start)
+    return checkpointer, state, start

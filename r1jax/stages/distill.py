@@ -32,7 +32,6 @@ from r1jax.stages import common
 from r1jax.stages import rejection as rj
 from r1jax.stages.sft import batch_for_step, total_steps, train_sft
 from r1jax.tokenizer import load_tokenizer
-from r1jax.training import checkpoint as ckpt
 from r1jax.training.metrics import MetricWriter, Progress
 from r1jax.training.optim import lr_schedule, make_optimizer
 from r1jax.training.plots import plot_curves
@@ -138,12 +137,7 @@ def make_distill_step(student_apply, teacher_apply, optimizer, *, weight: float,
 def train_with_teacher(config, workdir: str, examples, *, pad_id: int, tokenizer: str, teacher_cfg, teacher_params):
     """train_sft's loop with the logit-distillation loss; returns (final path, steps, rows, seq_len)."""
     mesh = common.make_mesh(config)
-    init_path = common.resolve_init(config)
-    init_params = None
-    if init_path:
-        cfg, init_params, tokenizer = common.load_model(init_path, mesh, common.numeric_overrides(config))
-    else:
-        cfg = common.model_config(config)
+    cfg, init_params, tokenizer = common.initial_model(config, mesh, tokenizer)
     rows, stats = pack_examples(examples, config.seq_len, pad_id)
     if config.batch_size % sh.batch_size_multiple(mesh):
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of {sh.batch_size_multiple(mesh)}")
@@ -162,12 +156,7 @@ def train_with_teacher(config, workdir: str, examples, *, pad_id: int, tokenizer
                                         lr_fn=lr_schedule(**sched_kw), post_update=router_bias_update(cfg)),
                       in_shardings=(shardings, teacher_sh, batch_sh), out_shardings=(shardings, sh.replicated(mesh)),
                       donate_argnums=0)
-    checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
-                                     save_interval_steps=config.get("checkpoint_every", 1000))
-    start = 0
-    if checkpointer.latest_step() is not None:
-        state, _ = checkpointer.restore(ckpt.abstract_like(state))
-        start = int(state.step)
+    checkpointer, state, start = common.resume(workdir, config, state)
     writer = MetricWriter(workdir)
     progress = Progress(steps, desc="distill", keys=["loss", "distill_kl"], every_s=config.get("progress_every_s", 10))
     for step in range(start, steps):

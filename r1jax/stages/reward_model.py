@@ -238,13 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     step_fn = jit_step(make_rm_step(cfg, optimizer, lr_schedule(**sched_kw)), shardings, mesh, example)
     score = score_fn(cfg)
     eval_batch = config.get("eval_batch_size", 64)
-    checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
-                                     save_interval_steps=config.get("checkpoint_every", 1000))
-    start = 0
-    if checkpointer.latest_step() is not None:
-        state, _ = checkpointer.restore(ckpt.abstract_like(state))
-        start = int(state.step)
-        logging.info("resumed at step %d", start)
+    checkpointer, state, start = common.resume(workdir, config, state)
 
     writer = MetricWriter(workdir)
     eval_dir = os.path.join(workdir, "eval")

@@ -21,7 +21,6 @@ import numpy as np
 
 from r1jax import sharding as sh
 from r1jax.stages import common
-from r1jax.training import checkpoint as ckpt
 from r1jax.training.metrics import MetricWriter, Progress
 from r1jax.training.optim import lr_schedule, make_optimizer
 from r1jax.training.plots import plot_curves
@@ -56,12 +55,7 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str,
     mesh = common.make_mesh(config)
 
     # ---------------------------------------------------------------- model and data
-    init_path = common.resolve_init(config)
-    init_params = None
-    if init_path:
-        cfg, init_params, tokenizer = common.load_model(init_path, mesh, common.numeric_overrides(config))
-    else:
-        cfg = common.model_config(config)
+    cfg, init_params, tokenizer = common.initial_model(config, mesh, tokenizer)
     rows, stats = pack_examples(examples, config.seq_len, pad_id)
     multiple = sh.batch_size_multiple(mesh)
     if config.batch_size % multiple:
@@ -80,13 +74,7 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str,
     step_fn = jit_step(make_sft_step(model_apply(cfg, hidden=config.get("chunked_loss", False)), optimizer,
                                      lr_schedule=lr_schedule(**sched_kw), post_update=router_bias_update(cfg)),
                        shardings, mesh, batch_for_step(rows, 0, config.batch_size, config.seed))
-    checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
-                                     save_interval_steps=config.get("checkpoint_every", 1000))
-    start = 0
-    if checkpointer.latest_step() is not None:
-        state, _ = checkpointer.restore(ckpt.abstract_like(state))
-        start = int(state.step)
-        logging.info("resumed at step %d", start)
+    checkpointer, state, start = common.resume(workdir, config, state)
 
     # ---------------------------------------------------------------- loop
     writer = MetricWriter(workdir)
