@@ -1,14 +1,18 @@
 """Format rewards: R1-Zero's `<think>…</think> <answer>…</answer>` shape and R1's readable `thinking</think>summary`.
 
 All functions take the completion, i.e. the text the model wrote after "Assistant:", and run in time linear in its
-length with no regular-expression backtracking (plain `str.find` / `str.count`).
+length with no regular-expression backtracking (`str.find` / `str.count`, and regexes of single character classes).
 """
 
 from __future__ import annotations
 
+import re
+
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+_PROSE_WORD = re.compile(r"[^\W\d_]{2,}")  # two or more letters of any script
 
 
 def _with_prefill(completion: str, think_prefilled: bool) -> str:
@@ -61,9 +65,28 @@ def parse_reasoning(completion: str, *, think_prefilled: bool = False) -> tuple[
     return text[:close].strip(), text[close + len(THINK_CLOSE) :].strip()
 
 
+def summary_prose(summary: str) -> str:
+    """What a reader reads as words in a summary: the text outside its `<answer> … </answer>` blocks (an unclosed
+    block runs to the end), with LaTeX command names (`\\boxed`) removed. Linear time (`str.find`)."""
+    parts, i = [], 0
+    while True:
+        j = summary.find(ANSWER_OPEN, i)
+        if j < 0:
+            parts.append(summary[i:])
+            break
+        parts.append(summary[i:j])
+        k = summary.find(ANSWER_CLOSE, j)
+        if k < 0:
+            break
+        i = k + len(ANSWER_CLOSE)
+    return _LATEX_COMMAND.sub(" ", " ".join(parts))
+
+
 def reasoning_format_reward(completion: str, *, think_prefilled: bool = False) -> float:
     """1.0 iff the completion is R1's readable shape: exactly one `</think>`, at most one `<think>` (and then at the
-    very start), and a non-empty summary after `</think>`; else 0.0."""
+    very start), and a summary after `</think>` that is prose -- at least one word of two or more letters outside
+    its answer block (`summary_prose`) -- else 0.0. R1-Zero's `</think> <answer>A</answer>` and a bare `\\boxed{A}`
+    are answers without a summary, so they score 0: the readable format is the summary, not the tags."""
     text = _with_prefill(completion, think_prefilled).lstrip()
     if text.count(THINK_CLOSE) != 1:
         return 0.0
@@ -71,4 +94,4 @@ def reasoning_format_reward(completion: str, *, think_prefilled: bool = False) -
     if opens > 1 or (opens == 1 and not text.startswith(THINK_OPEN)):
         return 0.0
     _, summary = parse_reasoning(text)
-    return 1.0 if summary else 0.0
+    return 1.0 if _PROSE_WORD.search(summary_prose(summary)) else 0.0

@@ -7,8 +7,8 @@ R1's readable format is `<think> reasoning </think> summary`. Where the examples
 * "rollouts" (default): the stand-in for R1's human-refined cold start (R1-v2 B.3.2: R1-Zero samples at T = 1.0,
   filtered for correctness and readability, rewritten by DeepSeek-V3). Sample `samples.k` completions for
   `samples.num_prompts` train prompts from `rollouts_from` (an R1-Zero checkpoint; empty = the model being fine-tuned,
-  i.e. the base), keep the correct, readable, bounded, well-formed, distinct ones (the filters of
-  stages/rejection.py), and rewrite each (`readable`): the thinking is kept verbatim up to whitespace, and the bare
+  i.e. the base), keep the correct, readable, bounded, distinct ones that are well formed in R1-Zero's shape or R1's
+  (`source_shape`; the filters of stages/rejection.py), and rewrite each (`readable`): the thinking is kept verbatim up to whitespace, and the bare
   answer becomes the one-sentence summary "The answer is <answer>A</answer>." -- so the rewrite changes the layout,
   never the reasoning or the answer (the rewritten text is verified again). Fewer than `min_examples` kept is an error.
 * "traces": synthetic correct countdown traces from the task's solutions (r1jax.data.traces with p_correct = 1),
@@ -29,7 +29,7 @@ import numpy as np
 
 from r1jax.data.preferences import answer_summary
 from r1jax.rewards.answers import extract_answer
-from r1jax.rewards.format import parse_reasoning
+from r1jax.rewards.format import format_reward, parse_reasoning, reasoning_format_reward
 from r1jax.stages import common
 from r1jax.stages import rejection as rj
 from r1jax.tokenizer import load_tokenizer
@@ -43,6 +43,11 @@ def readable(text: str, example: Mapping | None = None) -> str:
     thinking, _ = parse_reasoning(text)
     answer = extract_answer(text)
     return f"<think> {' '.join(thinking.split())} </think> {answer_summary('' if answer is None else answer)}"
+
+
+def source_shape(text: str) -> float:
+    """A sample to rewrite is well formed in R1-Zero's shape (`</think> <answer>A</answer>`) or already in R1's."""
+    return max(format_reward(text), reasoning_format_reward(text))
 
 
 def trace_samples(task, examples, seed: int) -> list[rj.Sample]:
@@ -81,7 +86,8 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
         samples = rj.sample_completions(params, cfg, tokenizer, examples, config.samples, template=config.template,
                                         seed=config.seed + 5, mesh=mesh)
         del params
-    kept, manifest = rj.filter_samples(samples, task, rj.filters_from(config), rewrite=readable)
+    kept, manifest = rj.filter_samples(samples, task, rj.filters_from(config), rewrite=readable,
+                                        source_shape=source_shape)
     manifest = {"source": source, "rollouts_from": model, "num_prompts": len(examples), **manifest,
                 "total_records": len(kept)}
     logging.info("cold start: kept %d of %d samples (%s)", len(kept), manifest["num_samples"], manifest["dropped"])

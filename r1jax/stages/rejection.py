@@ -15,7 +15,8 @@ The dataset is written before training, to `<workdir>/data/dataset.jsonl` ({"id"
 the stage is resumed. A sample is dropped for the first of these that applies (`judge`):
 
     too_long    the sampler hit max_new_tokens before the stop token, or the response exceeds max_response_tokens
-    malformed   not R1's readable shape: exactly one `</think>`, `<think>` only at the start, a non-empty summary
+    malformed   not R1's readable shape: exactly one `</think>`, `<think>` only at the start, a summary in prose
+                (rewards.format.reasoning_format_reward)
     incorrect   the task's verifier gives accuracy < 1
     unreadable  the thinking or summary mixes languages (consistency < min_language), holds undecodable bytes
                 (U+FFFD) or control characters, or a code block
@@ -77,11 +78,12 @@ def _garbled(text: str) -> bool:
     return "\ufffd" in text or any(ord(c) < 32 and c not in "\n\t\r" for c in text)
 
 
-def judge(sample: Sample, task, filters: Filters) -> str | None:
-    """The first reason in REASONS (but 'duplicate', which needs the others) to drop `sample`, or None to keep it."""
+def judge(sample: Sample, task, filters: Filters, shape=reasoning_format_reward) -> str | None:
+    """The first reason in REASONS (but 'duplicate', which needs the others) to drop `sample`, or None to keep it.
+    `shape(text) -> 0 | 1` is the well-formedness check ('malformed'): R1's readable shape unless told otherwise."""
     if not sample.finished or sample.num_tokens > filters.max_response_tokens:
         return "too_long"
-    if reasoning_format_reward(sample.text) < 1.0:
+    if shape(sample.text) < 1.0:
         return "malformed"
     if task.reward(sample.text, sample.example)["accuracy"] < 1.0:
         return "incorrect"
@@ -97,16 +99,18 @@ def dedup_key(example: Mapping, response: str) -> tuple[str, str]:
     return str(example.get("id", example["prompt"])), " ".join(response.split())
 
 
-def filter_samples(samples: Iterable[Sample], task, filters: Filters, rewrite=None) -> tuple[list[dict], dict]:
+def filter_samples(samples: Iterable[Sample], task, filters: Filters, rewrite=None,
+                   source_shape=reasoning_format_reward) -> tuple[list[dict], dict]:
     """(kept records, manifest). `rewrite(text, example) -> text` (cold start) is applied to a sample that passed
-    `judge`; the rewritten text must pass `judge` again (a failure counts as that reason, with `rewrite:` in front)."""
+    `judge` with `source_shape` as its well-formedness check (the shape the sampled model writes); the rewritten text
+    must pass `judge` again in R1's readable shape (a failure counts as that reason, with `rewrite:` in front)."""
     kept, seen = [], set()
     dropped = {r: 0 for r in REASONS}
     shown: dict[str, list[str]] = {r: [] for r in REASONS}
     total = 0
     for s in samples:
         total += 1
-        reason = judge(s, task, filters)
+        reason = judge(s, task, filters, source_shape)
         text = s.text
         if reason is None and rewrite is not None:
             text = rewrite(s.text, s.example)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from r1jax.rewards.format import format_reward, parse_reasoning, reasoning_format_reward, tag_count_reward
+from r1jax.rewards.format import (format_reward, parse_reasoning, reasoning_format_reward, summary_prose,
+                                  tag_count_reward)
 
 
 @pytest.mark.parametrize(
@@ -96,7 +97,25 @@ def test_parse_reasoning_with_prefilled_think():
         ("<think>a</think>b</think>c", 0.0),
         ("x<think>a</think>b", 0.0),
         ("<think><think>a</think>b", 0.0),
+        ("<think>reasoning</think> The answer is <answer>4</answer>.", 1.0),
+        ("<think>reasoning</think> 答案是 <answer>4</answer>", 1.0),  # prose in any script
+        ("<think>reasoning</think> <answer>4</answer>", 0.0),  # R1-Zero's shape: an answer, no summary
+        ("<think>reasoning</think> <answer>the answer is 4</answer>", 0.0),  # words only inside the answer
+        ("<think>reasoning</think> \\boxed{4}", 0.0),  # a bare boxed answer
+        ("<think>reasoning</think> 4 = 2+2.", 0.0),  # no word
+        ("<think>reasoning</think> <answer>4", 0.0),  # an unclosed answer runs to the end
     ],
 )
 def test_reasoning_format_reward(completion, expected):
     assert reasoning_format_reward(completion) == expected
+
+
+def test_summary_prose_drops_answer_blocks_and_latex_commands():
+    assert summary_prose("So <answer>x</answer> and <answer>y</answer> done").split() == ["So", "and", "done"]
+    assert summary_prose("Hence \\boxed{4}.").split() == ["Hence", "{4}."]
+    assert summary_prose("<answer>" * 100_000) == ""  # linear: one find per block
+
+
+def test_reasoning_format_reward_on_a_megabyte():
+    assert reasoning_format_reward("<think>" + "x" * 1_000_000 + "</think> Done.") == 1.0
+    assert reasoning_format_reward("<think>r</think> " + "<answer>1</answer>" * 50_000) == 0.0

@@ -35,6 +35,7 @@ CASES = [
     (GOOD, True, 500, "too_long"),                                           # over max_response_tokens
     ("<think> 3*7=21, 21+5=26. The answer is <answer>3*7+5</answer>.", True, 20, "malformed"),  # no </think>
     ("<think> 3*7=21 </think>", True, 20, "malformed"),                      # empty summary
+    ("<think> 3*7=21, 21+5=26. </think> <answer>3*7+5</answer>", True, 20, "malformed"),  # R1-Zero's: no summary
     ("<think> a </think> b </think> <answer>3*7+5</answer>", True, 20, "malformed"),  # two </think>
     ("<think> 3*7=21. </think> The answer is <answer>3*7-5</answer>.", True, 20, "incorrect"),
     ("<think> 3*7=21, 然后 21+5=26. </think> The answer is <answer>3*7+5</answer>.", True, 20, "unreadable"),
@@ -55,7 +56,7 @@ def test_filter_counts_every_drop_and_keeps_exactly_the_good_ones():
                 _sample(GOOD, example=other)]  # exact and whitespace duplicates; the same text for another prompt
     kept, manifest = rj.filter_samples(samples, TASK, rj.Filters(max_response_tokens=96))
     assert [(k["prompt"], k["response"]) for k in kept] == [(EX["prompt"], GOOD), (EX["prompt"], GOOD)]
-    assert manifest["dropped"] == {"too_long": 2, "malformed": 3, "incorrect": 1, "unreadable": 3, "duplicate": 2}
+    assert manifest["dropped"] == {"too_long": 2, "malformed": 4, "incorrect": 1, "unreadable": 3, "duplicate": 2}
     assert manifest["num_samples"] == len(samples) and manifest["kept"] == 2
     assert manifest["num_samples"] == manifest["kept"] + sum(manifest["dropped"].values())
     assert set(manifest["dropped_examples"]) == {"too_long", "malformed", "incorrect", "unreadable", "duplicate"}
@@ -65,11 +66,20 @@ def test_filter_counts_every_drop_and_keeps_exactly_the_good_ones():
 def test_cold_start_rewrite_is_readable_and_verified():
     zero = "<think> 3*7=21, 21+5=26. </think> <answer>3*7+5</answer>"
     assert cold_start.readable(zero) == GOOD
-    kept, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=cold_start.readable)
-    assert [k["response"] for k in kept] == [GOOD] and manifest["kept"] == 1
+    kept, manifest = rj.filter_samples([_sample(zero), _sample(GOOD)], TASK, rj.Filters(), rewrite=cold_start.readable,
+                                       source_shape=cold_start.source_shape)
+    assert [k["response"] for k in kept] == [GOOD] and manifest["kept"] == 1 and manifest["dropped"]["duplicate"] == 1
+    # Judged in R1's readable shape, R1-Zero's output is malformed before any rewrite.
+    _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=cold_start.readable)
+    assert manifest["kept"] == 0 and manifest["dropped"]["malformed"] == 1
     # A rewrite that breaks the answer is caught by the second check and counted with its reason.
-    _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=lambda t, e: t.replace("+", "-"))
+    _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=lambda t, e: cold_start.readable(t).replace("+", "-"),
+                                    source_shape=cold_start.source_shape)
     assert manifest["kept"] == 0 and manifest["dropped"]["rewrite:incorrect"] == 1
+    # A rewrite that drops the summary is caught too.
+    _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=lambda t, e: t,
+                                    source_shape=cold_start.source_shape)
+    assert manifest["kept"] == 0 and manifest["dropped"]["rewrite:malformed"] == 1
 
 
 def test_sft_examples_strip_the_prefilled_think_and_end_with_eos():
@@ -96,13 +106,14 @@ def test_rejection_stage_writes_dataset_manifest_and_trains_from_base(tmp_path, 
         ex = examples[0]
         good = f"<think> x </think> The answer is <answer>{ex['solution']}</answer>."
         return [rj.Sample(ex, good, True, 10), rj.Sample(ex, good, True, 10), rj.Sample(ex, good, False, 24),
-                rj.Sample(ex, "<think> x </think> <answer>1+1</answer>", True, 10)]
+                rj.Sample(ex, "<think> x </think> The answer is <answer>1+1</answer>.", True, 10),
+                rj.Sample(ex, f"<think> x </think> <answer>{ex['solution']}</answer>", True, 10)]  # R1-Zero's shape
     monkeypatch.setattr(rj, "sample_completions", fake_sample)
     out = rj.run(config, str(tmp_path / "rej"))
     assert common.is_finished(str(tmp_path / "rej")) and out.endswith("final")
     records, manifest = rj.read_dataset(str(tmp_path / "rej" / "data"))
     assert manifest["kept"] == 1 and manifest["general_records"] == 1 and manifest["total_records"] == 2
-    assert manifest["dropped"] == {"too_long": 1, "malformed": 0, "incorrect": 1, "unreadable": 0, "duplicate": 1}
+    assert manifest["dropped"] == {"too_long": 1, "malformed": 1, "incorrect": 1, "unreadable": 0, "duplicate": 1}
     assert manifest["sample_from"] == rl_ckpt
     assert [r["source"] for r in records] == ["reasoning", "general"]
     assert rj.dataset_path(out) == str(tmp_path / "rej" / "data" / "dataset.jsonl")
