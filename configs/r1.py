@@ -7,36 +7,40 @@
     python -m experiments.distill --config=configs/r1.py[:gpu]       # + GRPO on the student at equal compute
     python -m experiments.r1 --config=configs/r1.py:gpu,reasoning_rl.steps=50 --config.distill.logit.weight=0.5
 
-It prints a line per stage ("[stage] running ..." or "[stage] finished already: skipped"), then the report:
+It prints a line per stage ("[stage] running ..." or "[stage] finished already: skipped"), then the report
+(measured: default preset, `experiments.distill`, 64 problems x 4 samples; docs/results/r1_default_cpu_report.md):
 
-    | stage | params | pass@1 | mean_length | language | format_rate | rm_accuracy |
-    | base | 821376 | 0.156 | 53.434 | 1.000 | 1.000 |  |            <- measured, default preset, 64 problems x 4
-    | cold_start | 821376 | 0.301 | 98.543 | 1.000 | 0.977 |  |
-    | reasoning_rl | 821376 | 0.266 | 89.348 | 1.000 | 0.961 |  |
-    | rejection_sft | 821376 | 0.301 | 96.207 | 1.000 | 0.988 |  |
-    | reward_model |  |  |  |  |  | 0.889 |
-    | all_scenario_rl | 821376 | 0.293 | 100.328 | 1.000 | 0.984 |  |
-    | student_pretrain | 115520 | 0.000 | 40.066 | 1.000 | 1.000 |  |
-    | distill | 115520 | 0.000 | 59.957 | 1.000 | 0.996 |  |
+    | stage | params | pass@1 | mean_length | language | format_rate | rm_accuracy | wall_s |
+    | base | 821376 | 0.156 | 53.434 | 1.000 | 0.000 |  |  |
+    | student_base | 357792 | 0.133 | 59.457 | 1.000 | 0.000 |  |  |
+    | cold_start | 821376 | 0.301 | 98.543 | 1.000 | 0.977 |  | 93.174 |
+    | reasoning_rl | 821376 | 0.289 | 96.449 | 1.000 | 0.992 |  | 149.369 |
+    | rejection_sft | 821376 | 0.297 | 97.637 | 1.000 | 0.977 |  | 103.037 |
+    | reward_model |  |  |  |  |  | 0.875 | 33.250 |
+    | all_scenario_rl | 821376 | 0.305 | 99.703 | 1.000 | 0.996 |  | 169.482 |
+    | distill | 357792 | 0.285 | 108.535 | 1.000 | 0.910 |  | 63.253 |
+    | student_grpo | 357792 | 0.176 | 74.977 | 1.000 | 0.000 |  | 72.802 |     <- 15 steps: the distillation's FLOPs
 
 Every stage runs in `<workdir>/<stage>` and starts from the previous stage's output unless its section says
 otherwise (`init_from`; "@prev", "@base", "@<stage>", a path, or "" = scratch: r1jax/stages/pipeline.py). Rerunning
 the command skips finished stages. The run ends with `<workdir>/report.md` (printed): per stage, held-out countdown
-pass@1, mean response length, format rate and language consistency, and the reward model's held-out pair accuracy,
-beside `report/<stage>.png` curves. experiments/distill.py adds the comparison of the distilled student with GRPO on
-the same student base at equal student-side FLOPs.
+pass@1, mean response length, R1's readable-format rate and language consistency, and the reward model's held-out pair
+accuracy, beside `report/<stage>.png` curves. experiments/distill.py adds the comparison of the distilled student with
+GRPO on the same student base at equal student-side FLOPs (`student_grpo.equal_compute.multiple` scales GRPO's).
 
 The default preset is the paper's chain in miniature on countdown with the byte tokenizer. The teacher starts from
-r1_zero's synthetic base model (assets/r1_zero_base, made by the `pretrain` stage of configs/r1_zero.py; rebuild it by
-putting "pretrain" first in `stages` with `base=''`), the student from a smaller one made in the run
-(`student_pretrain`). Every stage is kept small: measured 16 min 42 s end to end on the shared 2-core CPU (load
-1.5-3.5 from other jobs). The gpu preset (both bases made in the run; 200 + 100 RL steps) is sized by analogy with
-r1_zero:gpu (222 s on an H100) to stay under 25 minutes on one H100: unmeasured. The smoke preset also makes both
-bases (stages start with `pretrain`). Rewards: R1-Zero's rule reward of
-configs/r1_zero.py (countdown's score on CPU/GPU, accuracy + format in the paper preset) plus language consistency;
-all-scenario RL adds the readable format and the reward model.
+r1_zero's synthetic base model (assets/r1_zero_base, made by the `pretrain` stage of configs/r1_zero.py), the student
+from a smaller one made the same way (assets/r1_student_base, 2,400 steps of `student_pretrain`; 30 min 49 s on 2 CPU
+cores). Rebuild either by putting its stage in `stages` and clearing `base` / `student_base`. Every stage is kept
+small: `experiments.distill` (the chain, the GRPO arm and the report) measured 12 min 33 s on an otherwise idle 2-core
+CPU. The gpu preset (both bases made in the run; 200 + 100 RL steps) is sized by analogy with r1_zero:gpu (222 s on
+an H100) to stay under 25 minutes on one H100: unmeasured. The smoke preset also makes both bases (stages start with
+`pretrain`). Rewards: R1-Zero's rule reward of configs/r1_zero.py (countdown's score on CPU/GPU, accuracy + format in
+the paper preset) plus R1's readable format and language consistency; all-scenario RL adds the reward model.
 """
 from __future__ import annotations
+
+import os
 
 import ml_collections
 
@@ -45,8 +49,9 @@ from configs import common, r1_zero
 PRESETS = ("default", "gpu", "smoke", "paper")
 R1_STAGES = ("cold_start", "reasoning_rl", "rejection_sft", "reward_model", "all_scenario_rl")
 STAGES = ("pretrain",) + R1_STAGES + ("student_pretrain", "distill")       # gpu, smoke
-DEFAULT_STAGES = R1_STAGES + ("student_pretrain", "distill")             # the base is shipped: assets/r1_zero_base
+DEFAULT_STAGES = R1_STAGES + ("distill",)      # both bases are shipped: assets/r1_zero_base, assets/r1_student_base
 PAPER_STAGES = R1_STAGES + ("distill",)                                   # the bases are HF checkpoints
+STUDENT_BASE = os.path.join(os.path.dirname(r1_zero.BASE_CHECKPOINT), "r1_student_base")
 CD = ml_collections.ConfigDict
 
 
@@ -71,8 +76,9 @@ def student(preset: str) -> dict:
     if preset == "paper":  # R1-Distill-Qwen-1.5B starts from Qwen2.5-Math-1.5B (an HF folder)
         return dict(model="qwen2.5-1.5b", model_overrides={}, tokenizer="/path/to/Qwen2.5-Math-1.5B",
                     init_from="/path/to/Qwen2.5-Math-1.5B")
-    return dict(model="tiny", model_overrides=dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
-                                                   mlp_dim=192, max_seq_len=512, dtype="float32"))
+    # 0.36M params against the teacher's 0.82M (assets/r1_student_base was made by student_pretrain with this model)
+    return dict(model="small", model_overrides=dict(d_model=96, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=24,
+                                                    mlp_dim=288, max_seq_len=512, dtype="float32"))
 
 
 def sft(preset: str, **kw) -> dict:
@@ -112,11 +118,15 @@ def rl(preset: str, **kw) -> CD:
     c = r1_zero.rl(preset)
     c.runner = "grpo"
     c.init_from = "@prev"
-    c.reward_weights.language = 1.0  # Nature eq. 8: summed in
+    # R1's reasoning RL: the rule reward (accuracy and format) plus language consistency (Nature eq. 8, summed). The
+    # format reward is R1's readable shape (a prose summary after </think>): the stages after this one keep only
+    # readable samples, so RL must not trade the shape away for accuracy.
+    c.reward_weights.update(dict(format=1.0, language=1.0))
     c.eval.every = 0
+    if preset in ("default", "gpu"):
+        c.eval.num_problems = 0  # the pipeline's report evaluates every stage; no before/after here
     if preset == "default":  # r1_zero: 80 steps in about 15 minutes
         c.steps = 20
-        c.eval.num_problems = 0  # the pipeline's report evaluates every stage; no before/after here
     elif preset == "gpu":  # r1_zero:gpu runs 300 such steps (+ its pretrain) in 222 s on an H100
         c.steps = 200
     elif preset == "paper":  # R1 stage 1 (Nature Methods): as R1-Zero, eps 10; the step count is not stated
@@ -134,6 +144,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.workdir = f"workdirs/r1_{preset}"
     # "@base": the teacher's base. "" = the first stage's output (the pretrain stage of gpu and smoke).
     config.base = {"paper": "/path/to/DeepSeek-V3-Base", "default": r1_zero.BASE_CHECKPOINT}.get(preset, "")
+    # The student's base, when given (the default's is shipped; the paper's is an HF folder, distill.init_from); the
+    # report evaluates it beside the teacher's. "" = the student_pretrain stage makes it (gpu, smoke).
+    config.student_base = STUDENT_BASE if preset == "default" else ""
     config.stages = {"paper": PAPER_STAGES, "default": DEFAULT_STAGES}.get(preset, STAGES)
     small = preset in ("default", "smoke")
 
@@ -144,8 +157,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.pretrain.update(dict(runner="pretrain", init_from=""))
     config.student_pretrain = CD(config.pretrain.to_dict())
     config.student_pretrain.update(student(preset))
-    if preset == "default":  # the student's base is made in the run: a few minutes on 2 CPU cores
-        config.student_pretrain.update(dict(steps=500, batch_size=16, warmup_steps=40))
+    if preset == "default":  # how assets/r1_student_base was made (2,400 steps: about 30 min on 2 CPU cores); put
+        # "student_pretrain" before "distill" in `stages` and student_base='' to rebuild it
+        config.student_pretrain.update(dict(steps=2400, batch_size=32, warmup_steps=100))
 
     # ---------------------------------------------------------------- 1. cold start
     config.cold_start = CD(dict(
@@ -195,7 +209,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                            general_share=0.45))
 
     # ---------------------------------------------------------------- 6. distillation into the student
-    config.distill = CD(dict(runner="distill", init_from="@prev", data="@rejection_sft", teacher="@all_scenario_rl",
+    student_init = config.student_base or "@student_pretrain"
+    config.distill = CD(dict(runner="distill", init_from=student_init, data="@rejection_sft",
+                             teacher="@all_scenario_rl",
                              logit=CD(dict(weight=0.0, temperature=1.0))))  # weight 0: the paper's SFT only
     config.distill.update(student(preset))
     config.distill.update(sft(preset, epochs=6 if preset == "default" else 3, learning_rate=1e-3 if small else 3e-4))
@@ -203,8 +219,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.distill.update(sft(preset, epochs=3, learning_rate=1e-4, batch_size=64))
 
     # ---------------------------------------------------------------- the other arm: GRPO on the student
-    config.student_grpo = rl(preset, init_from="@student_pretrain", steps=0,
-                             equal_compute=CD(dict(match="distill", by="flops")))
+    config.student_grpo = rl(preset, init_from=student_init, steps=0,
+                             equal_compute=CD(dict(match="distill", by="flops", multiple=1.0)))
     config.student_grpo.update(student(preset))
 
     # ---------------------------------------------------------------- report

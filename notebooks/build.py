@@ -1,4 +1,5 @@
-"""Writes the notebooks of this folder from the cells below: edit here, then run `python notebooks/build.py`.
+"""Writes the notebooks of this folder: edit the cells here (and in nb_cells.py, nb_hf_roundtrip.py), then run
+`python notebooks/build.py`.
 
     r1_zero.ipynb       R1-Zero on a Colab TPU (or GPU, or CPU): base model, GRPO with live curves, evaluation
     r1_pipeline.ipynb   the five-stage R1 pipeline, one stage per section, and the report table
@@ -12,78 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_URL = "https://github.com/<org>/r1jax.git"  # placeholder: where the repository is published
-COLAB = "https://colab.research.google.com/github/<org>/r1jax/blob/main/notebooks/{}"
-
-
-def md(text: str):
-    return nbformat.v4.new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str, tags: tuple[str, ...] = ()):
-    cell = nbformat.v4.new_code_cell(textwrap.dedent(text).strip())
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
-
-
-def parameters(text: str):
-    """The cell tagged "parameters" (CI injects its settings after it), ending with where the repository is."""
-    return code(textwrap.dedent(text).strip() + "\n" + textwrap.dedent(REPO_PARAMS).strip(), tags=("parameters",))
-
-
-SETUP_MD = """
-    ## Setup
-
-    Finds the r1jax checkout (`REPO`, this notebook's own repository, or `/content/r1jax`) and puts it on the import
-    path. On a fresh Colab runtime there is none: the cell clones `REPO_URL` and installs `requirements.txt`, with the
-    jax build for the runtime's accelerator. Wherever the repository is already there (a local checkout, CI) nothing
-    is installed. If pip replaced a package Colab had already imported, restart the session and run again.
-"""
-
-SETUP = """
-    import glob, os, shutil, subprocess, sys
-
-    def find_repo(candidates):
-        for d in candidates:
-            if d and os.path.isdir(os.path.join(d, "r1jax")) and os.path.exists(os.path.join(d, "requirements.txt")):
-                return os.path.abspath(d)
-        return None
-
-    REPO_DIR = find_repo([REPO, os.getcwd(), os.path.dirname(os.getcwd()), "/content/r1jax"])
-    if REPO_DIR is None:  # a fresh Colab runtime
-        REPO_DIR = os.path.abspath(REPO or "/content/r1jax")
-        subprocess.run(["git", "clone", "--depth=1", REPO_URL, REPO_DIR], check=True)
-        on_tpu = glob.glob("/dev/accel*") or any(k in os.environ for k in ("TPU_ACCELERATOR_TYPE", "COLAB_TPU_ADDR"))
-        jax_pkg = "jax[tpu]" if on_tpu else "jax[cuda12]" if shutil.which("nvidia-smi") else "jax"
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", jax_pkg + ">=0.10.2,<0.12",
-                        "-r", os.path.join(REPO_DIR, "requirements.txt")], check=True)
-    if REPO_DIR not in sys.path:
-        sys.path.insert(0, REPO_DIR)
-    print("r1jax:", REPO_DIR)
-"""
-
-REPO_PARAMS = f"""
-    REPO = ""                     # an r1jax checkout; "" = this notebook's repository, else REPO_URL is cloned (Colab)
-    REPO_URL = "{REPO_URL}"
-"""
-
-
-def notebook(cells, accelerator: str | None):
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}, "colab": {"provenance": []}}
-    if accelerator:
-        nb.metadata["accelerator"] = accelerator  # Colab opens the notebook on this runtime type
-    for i, cell in enumerate(nb.cells):  # stable ids, so rebuilding an unchanged notebook changes nothing
-        cell["id"] = f"cell-{i:02d}"
-    return nb
+sys.path.insert(0, HERE)
+from nb_cells import COLAB, SETUP, SETUP_MD, code, md, notebook, parameters  # noqa: E402
+from nb_hf_roundtrip import hf_roundtrip  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,7 +277,8 @@ def r1_pipeline():
             R1-Zero's reasoning is hard to read. R1 first fine-tunes the base model on a small set of long,
             readable chains of thought. Here they are the base model's own rollouts (the `smoke` preset: synthetic
             traces), filtered (correct, well formed, not too long, one language) and rewritten into R1's format:
-            `<think> ... </think>` then a one-sentence summary.
+            `<think> ... </think>` then a one-sentence summary. The format rate in the report counts this readable
+            shape, so the base model, which ends with a bare `<answer>`, scores 0 there.
         """),
         code("""
             run("cold_start"); show("cold_start")
@@ -378,13 +315,16 @@ def r1_pipeline():
         md("""
             ## 5. Distillation
 
-            A smaller dense student (its own base model first) is fine-tuned on the teacher's curated data: the
-            paper's distilled models are plain SFT. With `COMPARE`, the same student base also gets GRPO for as many
+            A smaller dense student is fine-tuned on the teacher's curated data: the paper's distilled models are
+            plain SFT. The student has its own base model: shipped in `assets/r1_student_base` for the `default`
+            preset (`config.student_base`), pretrained here by `student_pretrain` for `gpu` and `smoke`. With `COMPARE`, the same student base also gets GRPO for as many
             steps as match the distillation's compute, to ask the paper's question: is distillation better than RL on
             the small model itself?
         """),
         code("""
-            run("student_pretrain"); show("student_pretrain")
+            if "student_pretrain" in config.stages:
+                run("student_pretrain"); show("student_pretrain")
+            print("student base:", config.student_base or common.final_dir(os.path.join(WORKDIR, "student_pretrain")))
             run("distill"); show("distill")
             if COMPARE and compare:
                 run(compare[1]); show(compare[1])
@@ -405,142 +345,6 @@ def r1_pipeline():
             display(Markdown(text))
         """),
     ], accelerator="TPU")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# HF round trip
-# ----------------------------------------------------------------------------------------------------------------
-def hf_roundtrip():
-    return notebook([
-        md(f"""
-            # Hugging Face checkpoints in and out
-
-            [Open in Colab]({COLAB.format("hf_roundtrip.ipynb")})
-
-            `r1jax.models.hf` reads an HF checkpoint folder (`config.json` + safetensors, Qwen2 / Llama /
-            DeepseekV3) into r1jax params and writes them back. This notebook loads a checkpoint, checks its logits
-            against `transformers`, samples from it with `r1jax.sampling.sample`, exports it with `hf.save`, and
-            checks that `transformers` loads the export and gives the same logits.
-
-            With no checkpoint given it builds a tiny random Qwen2 with `transformers` (what CI runs: no hub there),
-            whose samples are noise; set `HF_REPO_ID` (e.g. `Qwen/Qwen2.5-0.5B-Instruct`) on Colab to download a
-            real one, or `HF_DIR` to a folder you have.
-        """),
-        parameters("""
-            SMOKE = False                 # True: CI settings (a tiny random model, few tokens)
-            HF_DIR = ""                   # an HF checkpoint folder; "" = HF_REPO_ID, else a tiny random Qwen2
-            HF_REPO_ID = ""               # e.g. "Qwen/Qwen2.5-0.5B-Instruct": downloaded with huggingface_hub
-            PROMPT = "Using the numbers [3, 5, 7], create an equation that equals 22."
-            MAX_NEW_TOKENS = 64
-            WORKDIR = "workdirs/hf_roundtrip"
-        """),
-        md(SETUP_MD),
-        code(SETUP),
-        md("""
-            ## A checkpoint folder
-
-            The tiny model has the byte tokenizer's vocabulary (264 ids), so prompts can be encoded without a
-            `tokenizer.json`; a real checkpoint brings its own.
-        """),
-        code("""
-            import os
-            import numpy as np
-            import torch, transformers
-            from r1jax.tokenizer import ByteTokenizer, load_tokenizer
-
-            if SMOKE:  # never a download in CI
-                HF_DIR, HF_REPO_ID, MAX_NEW_TOKENS = "", "", min(MAX_NEW_TOKENS, 16)
-            if not HF_DIR and HF_REPO_ID:
-                from huggingface_hub import snapshot_download
-                HF_DIR = snapshot_download(HF_REPO_ID, local_dir=os.path.join(WORKDIR, "hub", HF_REPO_ID))
-            if not HF_DIR:
-                HF_DIR = os.path.join(WORKDIR, "tiny_qwen2")
-                torch.manual_seed(0)
-                tiny = transformers.Qwen2Config(vocab_size=ByteTokenizer().vocab_size, hidden_size=64,
-                                                intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                                num_key_value_heads=2, max_position_embeddings=256,
-                                                tie_word_embeddings=False)
-                transformers.Qwen2ForCausalLM(tiny).save_pretrained(HF_DIR)
-            has_tokenizer = os.path.exists(os.path.join(HF_DIR, "tokenizer.json"))
-            tokenizer = load_tokenizer(HF_DIR if has_tokenizer else "byte")
-            print(HF_DIR, sorted(os.listdir(HF_DIR)), tokenizer)
-        """),
-        md("""
-            ## Load into r1jax and check against transformers
-
-            `hf.load` reads one tensor at a time through a memory map and places each on the mesh as it is read (here
-            the weights are sharded over every device: `fsdp`). Compute in float32 for the comparison; bfloat16 is the
-            default for training and sampling.
-        """),
-        code("""
-            import jax
-            from r1jax import sharding
-            from r1jax.models import hf
-            from r1jax.models.config import param_count
-            from r1jax.models.transformer import Transformer
-
-            mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=-1))
-            cfg, params = hf.load(HF_DIR, mesh=mesh, cfg_overrides={"dtype": "float32"})
-            print(f"{cfg.n_layers} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}: "
-                  f"{param_count(cfg):,} parameters")
-
-            ids = tokenizer.encode(PROMPT)
-            with sharding.use_mesh(mesh):
-                ours = np.asarray(Transformer(cfg).apply({"params": params}, np.asarray([ids]))[0])
-            reference = transformers.AutoModelForCausalLM.from_pretrained(HF_DIR, dtype=torch.float32).eval()
-            with torch.no_grad():
-                theirs = reference(torch.as_tensor([ids])).logits.numpy()
-            print(f"max |logits - transformers| = {np.abs(ours - theirs).max():.2e}")
-            assert np.abs(ours - theirs).max() < 1e-3 * max(1.0, np.abs(theirs).max())
-        """),
-        md("""
-            ## Sample
-
-            `sample` prefills the prompt once, then decodes in `lax.scan` chunks over a KV cache, `n` completions per
-            prompt. Greedy decoding (temperature 0) must pick the same tokens as `transformers`' greedy `generate`.
-        """),
-        code("""
-            from r1jax.evaluation import completion_text
-            from r1jax.sampling import SamplingConfig, sample
-
-            knobs = dict(max_new_tokens=MAX_NEW_TOKENS, pad_id=tokenizer.pad_id, chunk_size=16)
-            out = sample(params, cfg, [ids], SamplingConfig(temperature=0.7, top_p=0.95, n=4,
-                                                            stop_ids=(tokenizer.eos_id,), **knobs),
-                         jax.random.PRNGKey(0), mesh=mesh)
-            for tokens, length in zip(out.tokens, out.lengths):
-                print(repr(completion_text(tokenizer, tokens, length, prefix="")))
-
-            # Plain greedy on both sides: no stop token, and none of the checkpoint's generation settings
-            # (e.g. a repetition penalty).
-            greedy = sample(params, cfg, [ids], SamplingConfig(temperature=0.0, **knobs), mesh=mesh).tokens[0]
-            plain = transformers.GenerationConfig(max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
-            with torch.no_grad():
-                hf_greedy = reference.generate(torch.as_tensor([ids]), generation_config=plain,
-                                               attention_mask=torch.ones(1, len(ids), dtype=torch.long))
-            hf_greedy = hf_greedy[0, len(ids):].tolist()
-            print("greedy tokens agree with transformers:", list(greedy[:len(hf_greedy)]) == hf_greedy)
-            assert list(greedy[:len(hf_greedy)]) == hf_greedy
-        """),
-        md("""
-            ## Export and reload with transformers
-
-            `hf.save` writes `config.json` and safetensors shards (atomically: a temporary folder, then a rename);
-            `extra_files` copies the tokenizer and generation settings along. `transformers` loads the export and
-            must give the same logits.
-        """),
-        code("""
-            extra = [os.path.join(HF_DIR, f) for f in sorted(os.listdir(HF_DIR))  # hf.save writes config + weights
-                     if os.path.isfile(os.path.join(HF_DIR, f)) and f != "config.json"
-                     and not f.endswith((".safetensors", ".bin", ".pt", ".index.json"))]
-            EXPORT_DIR = hf.save(cfg, params, os.path.join(WORKDIR, "export"), extra_files=extra)
-            reloaded = transformers.AutoModelForCausalLM.from_pretrained(EXPORT_DIR, dtype=torch.float32).eval()
-            with torch.no_grad():
-                again = reloaded(torch.as_tensor([ids])).logits.numpy()
-            print(EXPORT_DIR, sorted(os.listdir(EXPORT_DIR)))
-            print(f"max |exported - original| logits = {np.abs(again - theirs).max():.2e}")
-            assert np.abs(again - theirs).max() < 1e-4 * max(1.0, np.abs(theirs).max())
-        """),
-    ], accelerator=None)
 
 
 NOTEBOOKS = {"r1_zero.ipynb": r1_zero, "r1_pipeline.ipynb": r1_pipeline, "hf_roundtrip.ipynb": hf_roundtrip}

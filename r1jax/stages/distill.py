@@ -30,7 +30,7 @@ from r1jax import sharding as sh
 from r1jax.models.config import ModelConfig, flops_per_token, param_count
 from r1jax.stages import common
 from r1jax.stages import rejection as rj
-from r1jax.stages.sft import batch_for_step, total_steps, train_sft
+from r1jax.stages.sft import batch_for_step, schedule, total_steps, train_sft
 from r1jax.tokenizer import load_tokenizer
 from r1jax.training.metrics import MetricWriter, Progress
 from r1jax.training.optim import lr_schedule, make_optimizer
@@ -68,12 +68,13 @@ def grpo_step_compute(cfg: ModelConfig, rl: ml_collections.ConfigDict, seq_len: 
             "sampled_tokens": int(rows * r.max_new_tokens)}
 
 
-def equal_compute_steps(budget: dict, per_step: dict, by: str = "flops") -> int:
-    """GRPO steps whose compute (`by`: 'flops' or 'sampled_tokens' vs the budget's token_slots) matches `budget`."""
+def equal_compute_steps(budget: dict, per_step: dict, by: str = "flops", multiple: float = 1.0) -> int:
+    """GRPO steps whose compute (`by`: 'flops' or 'sampled_tokens' vs the budget's token_slots) matches `multiple` x
+    `budget` (at least one step)."""
     if by == "flops":
-        return max(1, int(budget["flops"] // per_step["flops"]))
+        return max(1, int(multiple * budget["flops"] // per_step["flops"]))
     if by == "tokens":
-        return max(1, int(budget["token_slots"] // per_step["sampled_tokens"]))
+        return max(1, int(multiple * budget["token_slots"] // per_step["sampled_tokens"]))
     raise ValueError(f"unknown equal_compute {by!r}; known: ['flops', 'tokens']")
 
 
@@ -142,8 +143,7 @@ def train_with_teacher(config, workdir: str, examples, *, pad_id: int, tokenizer
     if config.batch_size % sh.batch_size_multiple(mesh):
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of {sh.batch_size_multiple(mesh)}")
     steps = total_steps(config, len(rows["tokens"]))
-    sched_kw = dict(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=steps,
-                    end_lr_ratio=config.get("end_lr_ratio", 0.1))
+    sched_kw = schedule(config, steps)
     optimizer = make_optimizer(**sched_kw, weight_decay=config.get("weight_decay", 0.1),
                                grad_clip=config.get("grad_clip", 1.0))
     state, shardings = create_state(cfg, optimizer, mesh, jax.random.PRNGKey(config.seed), params=init_params)

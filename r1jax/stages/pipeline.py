@@ -18,7 +18,7 @@ and anything else is used as is ("" = nothing: scratch / built-in data / not use
 
 Equal compute (the distillation-vs-GRPO question): a grpo stage with `steps = 0` and `equal_compute.match = "<stage>"`
 gets the number of steps whose compute matches that stage's compute.json (stages/distill.py: `by` = 'flops', or
-'tokens' = sampled tokens vs trained token slots).
+'tokens' = sampled tokens vs trained token slots), times `equal_compute.multiple` (default 1: equal compute).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import importlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 import ml_collections
@@ -78,10 +79,12 @@ def resolved_config(config: ml_collections.ConfigDict, workdir: str, name: str) 
     return sc
 
 
-def _auto_steps(config, workdir: str, name: str, sc: ml_collections.ConfigDict) -> None:
-    """steps = 0 with `equal_compute.match`: match the compute of that stage (see stages/distill.py)."""
+def _compute_matched_steps(config, workdir: str, name: str, sc: ml_collections.ConfigDict) -> None:
+    """For a grpo stage with `equal_compute.match` (the comparison's GRPO arm): with steps = 0, the steps whose compute
+    is `equal_compute.multiple` (default 1) x that stage's (stages/distill.py); given steps are kept. Either way the
+    arm's compute goes to <workdir>/<name>_compute.json for the report's comparison."""
     eq = sc.get("equal_compute", None)
-    if sc.steps or eq is None or not eq.get("match", ""):
+    if eq is None or not eq.get("match", ""):
         return
     from r1jax.stages import distill, grpo
     from r1jax.tokenizer import load_tokenizer
@@ -91,10 +94,14 @@ def _auto_steps(config, workdir: str, name: str, sc: ml_collections.ConfigDict) 
     seq_len = sc.get("seq_len", 0) or grpo.train_seq_len(grpo.make_task(sc), load_tokenizer(sc.tokenizer),
                                                          sc.template, sc.rollout.max_new_tokens)
     per_step = distill.grpo_step_compute(cfg, sc, seq_len)
-    sc.steps = distill.equal_compute_steps(budget, per_step, eq.get("by", "flops"))
-    logging.info("%s: %d steps match the compute of %s (%s)", name, sc.steps, eq.match, eq.get("by", "flops"))
+    by, multiple = eq.get("by", "flops"), float(eq.get("multiple", 1.0))
+    matched = not sc.steps
+    if matched:
+        sc.steps = distill.equal_compute_steps(budget, per_step, by, multiple)
+        logging.info("%s: %d steps match %g x the compute of %s (%s)", name, sc.steps, multiple, eq.match, by)
     with open(os.path.join(workdir, name + "_compute.json"), "w") as fh:
-        json.dump({"steps": sc.steps, "per_step": per_step, "budget": budget, "by": eq.get("by", "flops"),
+        json.dump({"steps": sc.steps, "per_step": per_step, "budget": budget, "by": by if matched else "steps",
+                   "multiple": multiple if matched else None,
                    "flops": per_step["flops"] * sc.steps, "sampled_tokens": per_step["sampled_tokens"] * sc.steps,
                    "token_slots": per_step["token_slots"] * sc.steps}, fh, indent=1)
 
@@ -111,9 +118,30 @@ def run_stage(config: ml_collections.ConfigDict, workdir: str, name: str) -> str
         if isinstance(path, str) and path and not os.path.exists(path):
             raise FileNotFoundError(f"stage {name!r}: {key}={path!r} does not exist (run the stage it names first)")
     if runner == "grpo":
-        _auto_steps(config, workdir, name, sc)
+        _compute_matched_steps(config, workdir, name, sc)
     print(f"[{name}] running ({runner}) in {stage_dir}", flush=True)
-    return importlib.import_module(RUNNERS[runner]).run(sc, stage_dir)
+    t0 = time.perf_counter()
+    out = importlib.import_module(RUNNERS[runner]).run(sc, stage_dir)
+    _add_wall_time(stage_dir, time.perf_counter() - t0)
+    return out
+
+
+def _add_wall_time(stage_dir: str, seconds: float) -> None:
+    """Adds this run's seconds to <stage_dir>/wall_time.json; the report shows it. A resumed stage sums the runs that
+    returned (time lost to a killed run is not counted)."""
+    path = os.path.join(stage_dir, "wall_time.json")
+    runs = read_wall_time(stage_dir)
+    os.makedirs(stage_dir, exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump({"seconds": (runs or 0.0) + seconds}, fh)
+
+
+def read_wall_time(stage_dir: str) -> float | None:
+    path = os.path.join(stage_dir, "wall_time.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return float(json.load(fh)["seconds"])
 
 
 def run_pipeline(config: ml_collections.ConfigDict, workdir: str) -> dict[str, str]:
@@ -175,17 +203,23 @@ def table(rows: list[Mapping], keys: list[str]) -> str:
 
 
 def comparison(workdir: str, rows: Mapping[str, Mapping], distill_stage: str, grpo_stage: str) -> str:
-    """Distilled student vs GRPO on the student at matched compute."""
+    """Distilled student vs GRPO on the student, with each arm's compute and its ratio to the distillation's."""
     from r1jax.stages import distill
     d = distill.read_compute(os.path.join(workdir, distill_stage))
     with open(os.path.join(workdir, grpo_stage + "_compute.json")) as fh:
         g = json.load(fh)
-    arms = [{"arm": f"distilled ({distill_stage})", "steps": d["steps"], "FLOPs": d["flops"],
+    x = g["flops"] / d["flops"]
+    head = "at equal compute" if g.get("multiple") == 1.0 else f"with GRPO at {x:.2g}x the distillation's compute"
+    arms = [{"arm": f"distilled ({distill_stage})", "steps": d["steps"], "FLOPs": d["flops"], "x_distill": 1.0,
              "token_slots": d["token_slots"], "sampled_tokens": 0, **rows.get(distill_stage, {})},
             {"arm": f"GRPO on the student ({grpo_stage})", "steps": g["steps"], "FLOPs": g["flops"],
-             "token_slots": g["token_slots"], "sampled_tokens": g["sampled_tokens"], **rows.get(grpo_stage, {})}]
-    return table(arms, ["arm", "steps", "FLOPs", "token_slots", "sampled_tokens", "pass@1", "mean_length",
-                        "language", "format_rate"]) + f"\nequal compute by {g['by']} (student-side; see distill.py)\n"
+             "x_distill": x, "token_slots": g["token_slots"],
+             "sampled_tokens": g["sampled_tokens"], **rows.get(grpo_stage, {})}]
+    keys = ["arm", "steps", "FLOPs", "x_distill", "token_slots", "sampled_tokens", "pass@1", "mean_length", "language",
+            "format_rate"]
+    return (f"## Distillation vs GRPO on the student {head}\n\n" + table(arms, keys) +
+            f"\nGRPO's steps set by {g['by']}; x_distill = the arm's FLOPs over the distillation's (student-side; "
+            "see stages/distill.py)\n")
 
 
 def report(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -193,9 +227,11 @@ def report(config: ml_collections.ConfigDict, workdir: str) -> str:
     from r1jax.training.plots import plot_curves
     task = make_task(common.stage_config(config, "report"))
     rows, table_rows = {}, []
-    if config.get("base", "") and os.path.exists(config.base):  # the teacher's given base, before any stage
-        rows["base"] = {"stage": "base", **evaluate_stage(config, workdir, "base", task, config.base)}
-        table_rows.append(rows["base"])
+    for given in ("base", "student_base"):  # the given base models (teacher's, student's), before any stage
+        path = config.get(given, "")
+        if path and os.path.exists(path):
+            rows[given] = {"stage": given, **evaluate_stage(config, workdir, given, task, path)}
+            table_rows.append(rows[given])
     for name in config.stages:
         stage_dir = os.path.join(workdir, name)
         runner = runner_of(config, name)
@@ -210,18 +246,22 @@ def report(config: ml_collections.ConfigDict, workdir: str) -> str:
             row["rm_accuracy"] = meta.get("heldout_pair_accuracy")
         elif runner in LM_RUNNERS:
             row.update(evaluate_stage(config, workdir, name, task))
+        row["wall_s"] = read_wall_time(stage_dir)
         rows[name] = row
         table_rows.append(row)
     text = (f"# R1 pipeline report ({config.get('preset', '')})\n\nHeld-out {task.name}: pass@1 over "
             f"{config.report.k} samples at T={config.report.temperature}, top-p {config.report.top_p}, "
             f"{config.report.num_problems} problems; mean_length in tokens; language = consistency of the thinking; "
-            "rm_accuracy = held-out preference-pair accuracy.\n\n")
+            "rm_accuracy = held-out preference-pair accuracy; wall_s = the stage's own run time in seconds, compilation "
+            "included, this report's evaluation not.\n\n")
     text += table(table_rows, ["stage", "params", "pass@1", "mean_length", "language", "format_rate",
-                               "rm_accuracy"])
+                               "rm_accuracy", "wall_s"])
+    walls = [r["wall_s"] for r in table_rows if r.get("wall_s") is not None]
+    if walls:
+        text += f"\nStages' wall time in all: {sum(walls):.0f} s ({sum(walls) / 60:.1f} min)\n"
     cmp = config.report.get("compare", None)
     if cmp and all(common.is_finished(os.path.join(workdir, s)) for s in cmp):
-        text += "\n## Distillation vs GRPO on the student at equal compute\n\n"
-        text += comparison(workdir, rows, cmp[0], cmp[1])
+        text += "\n" + comparison(workdir, rows, cmp[0], cmp[1])
     text += "\nCurves: " + ", ".join(f"report/{n}.png" for n in rows if os.path.exists(
         os.path.join(workdir, "report", f"{n}.png"))) + "\n"
     os.makedirs(os.path.join(workdir, "report"), exist_ok=True)

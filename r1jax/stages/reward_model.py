@@ -32,6 +32,7 @@ from r1jax.data import preferences as prefs
 from r1jax.models.reward_head import RewardModel, bradley_terry_loss, init_head
 from r1jax.rewards.format import THINK_CLOSE, THINK_OPEN, parse_reasoning
 from r1jax.stages import common
+from r1jax.stages.sft import schedule
 from r1jax.tokenizer import get_template, load_tokenizer
 from r1jax.training import checkpoint as ckpt
 from r1jax.training.metrics import MetricWriter, Progress
@@ -227,8 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         from r1jax.models.transformer import init_params
         lm_params = nn.unbox(init_params(cfg, jax.random.PRNGKey(config.seed)))
     params = {"transformer": lm_params, "score_head": init_head(cfg)}
-    sched_kw = dict(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=steps,
-                    end_lr_ratio=config.get("end_lr_ratio", 0.1))
+    sched_kw = schedule(config, steps)
     optimizer = make_optimizer(**sched_kw, weight_decay=config.get("weight_decay", 0.0),
                                grad_clip=config.get("grad_clip", 1.0))
     state, shardings = create_rm_state(cfg, optimizer, mesh, params)

@@ -34,6 +34,17 @@ def total_steps(config: ml_collections.ConfigDict, num_rows: int) -> int:
     return max(1, int(config.epochs * num_rows // config.batch_size))
 
 
+def schedule(config: ml_collections.ConfigDict, steps: int) -> dict:
+    """lr_schedule's arguments for a run of `steps`. When the data sets the step count (epochs) and it comes out no
+    longer than `warmup_steps` (a small filtered dataset), warm-up takes a tenth of the run instead of failing."""
+    warmup = int(config.warmup_steps)
+    if warmup >= steps:
+        logging.warning("%d steps <= warmup_steps %d: warming up over %d steps", steps, warmup, steps // 10)
+        warmup = steps // 10
+    return dict(learning_rate=config.learning_rate, warmup_steps=warmup, total_steps=steps,
+                end_lr_ratio=config.get("end_lr_ratio", 0.1))
+
+
 def batch_for_step(rows: dict[str, np.ndarray], step: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
     """The rows of `step`: epochs are permutations of all rows; the last partial batch of an epoch wraps over."""
     n = len(rows["tokens"])
@@ -65,8 +76,7 @@ def train_sft(config: ml_collections.ConfigDict, workdir: str,
                  stats["num_examples"], stats["num_rows"], config.seq_len, stats["fill"], stats["num_truncated"], steps)
 
     # ---------------------------------------------------------------- state, step, checkpoints
-    sched_kw = dict(learning_rate=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=steps,
-                    end_lr_ratio=config.get("end_lr_ratio", 0.1))
+    sched_kw = schedule(config, steps)
     optimizer = make_optimizer(**sched_kw, weight_decay=config.get("weight_decay", 0.1),
                                grad_clip=config.get("grad_clip", 1.0))
     state, shardings = create_state(cfg, optimizer, mesh, jax.random.PRNGKey(config.seed), params=init_params)

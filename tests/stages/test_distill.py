@@ -90,6 +90,8 @@ def test_equal_compute_steps():
     assert distill.equal_compute_steps(budget, per, "flops") == 10
     assert distill.equal_compute_steps(budget, per, "tokens") == 3
     assert distill.equal_compute_steps({"flops": 1.0}, per, "flops") == 1
+    assert distill.equal_compute_steps(budget, per, "flops", multiple=4.0) == 42  # 4 x 10.5
+    assert distill.equal_compute_steps(budget, per, "tokens", multiple=0.5) == 1
     with pytest.raises(ValueError, match="unknown equal_compute"):
         distill.equal_compute_steps(budget, per, "dollars")
 

@@ -56,6 +56,24 @@ def test_every_stage_runs_and_hands_over(chain):
     with open(os.path.join(workdir, "student_grpo_compute.json")) as fh:
         eq = json.load(fh)
     assert eq["flops"] <= eq["budget"]["flops"] or eq["steps"] == 1
+    assert eq["multiple"] == 1.0 and eq["by"] == "flops"
+
+
+def test_comparison_names_the_compute_ratio(tmp_path):
+    """A GRPO arm at a multiple of the distillation's compute, or at given steps, is not called 'equal compute'."""
+    os.makedirs(tmp_path / "distill")
+    with open(tmp_path / "distill" / "compute.json", "w") as fh:
+        json.dump({"flops": 100.0, "token_slots": 10, "sampled_tokens": 0, "steps": 5}, fh)
+    rows = {"distill": {"pass@1": 0.5}, "student_grpo": {"pass@1": 0.25}}
+    for multiple, head in ((1.0, "at equal compute"), (4.0, "with GRPO at 4x the distillation's compute"),
+                           (None, "with GRPO at 4x the distillation's compute")):
+        with open(tmp_path / "student_grpo_compute.json", "w") as fh:
+            json.dump({"steps": 8, "flops": 100.0 * (multiple or 4.0), "token_slots": 80, "sampled_tokens": 40,
+                       "by": "flops" if multiple else "steps", "multiple": multiple}, fh)
+        text = pipeline.comparison(str(tmp_path), rows, "distill", "student_grpo")
+        assert text.startswith(f"## Distillation vs GRPO on the student {head}\n"), text
+        assert f"| GRPO on the student (student_grpo) | 8 | {100.0 * (multiple or 4.0):.3f} | " \
+               f"{multiple or 4.0:.3f} |" in text
 
 
 def test_rerun_skips_finished_stages(chain, monkeypatch, capsys):
@@ -78,6 +96,22 @@ def test_report_table_and_comparison(chain):
         assert os.path.exists(os.path.join(workdir, "report", f"{name}.png")), name
     assert "Distillation vs GRPO on the student at equal compute" in text
     assert "| distilled (distill) |" in text and "| GRPO on the student (student_grpo) |" in text
+    # Every stage's own run time is recorded, shown, and summed.
+    assert "| rm_accuracy | wall_s |" in text and "Stages' wall time in all:" in text
+    walls = [pipeline.read_wall_time(os.path.join(workdir, name)) for name in ALL]
+    assert all(w is not None and w > 0 for w in walls)
+    assert f"{sum(walls):.0f} s" in text
+
+
+def test_report_evaluates_a_given_student_base(chain):
+    config, workdir, outputs, _ = chain
+    config = r1.get_config("smoke")
+    config.stages = ALL
+    config.student_base = outputs["student_pretrain"]  # as the default preset's shipped asset
+    text = pipeline.report(config, workdir)
+    row = next(line for line in text.splitlines() if line.startswith("| student_base |"))
+    with open(os.path.join(workdir, "report", "student_base.json")) as fh:
+        assert f"| {json.load(fh)['params']} |" in row
 
 
 def test_references_resolve_as_documented(tmp_path):
@@ -132,6 +166,30 @@ def test_packed_sft_rows_keep_examples_apart():
         alone, _ = model.apply({"params": params}, ids)
         np.testing.assert_allclose(packed[0, start:start + ids.shape[1]], alone[0], atol=1e-5)
         start += ids.shape[1]
+
+
+def test_default_preset_starts_both_models_from_the_shipped_bases():
+    """The default chain needs no pretraining: the teacher's and the student's bases are assets whose shapes are the
+    config's models (a shape mismatch would fail on load)."""
+    config = r1.get_config()
+    assert "pretrain" not in config.stages and "student_pretrain" not in config.stages
+    assert config.distill.init_from == config.student_grpo.init_from == config.student_base == r1.STUDENT_BASE
+    for path, section in ((config.base, "reasoning_rl"), (config.student_base, "student_pretrain")):
+        want = common.model_config(common.stage_config(config, section))
+        assert common._config_from_dict(common.read_model_meta(path)["model"]) == want, path
+        cfg, params, tok = common.load_model(path)
+        assert tok == "byte" and jax.tree.leaves(params)[0].dtype == jnp.float32
+    assert common.read_model_meta(config.student_base)["model"]["d_model"] < \
+        common.read_model_meta(config.base)["model"]["d_model"]
+
+
+def test_sft_schedule_shortens_warmup_for_short_runs():
+    from r1jax.stages.sft import schedule
+    c = r1.get_config().distill
+    assert schedule(c, 1000)["warmup_steps"] == c.warmup_steps
+    short = schedule(c, c.warmup_steps)  # a small filtered dataset: the whole run would be warm-up
+    assert short == dict(learning_rate=c.learning_rate, warmup_steps=c.warmup_steps // 10,
+                         total_steps=c.warmup_steps, end_lr_ratio=c.end_lr_ratio)
 
 
 def test_presets_build_and_paper_validates():
