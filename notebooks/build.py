@@ -49,7 +49,7 @@ def r1_zero():
             ## Parameters
 
             `PRESET` picks a section of `configs/r1_zero.py`: `gpu` (one accelerator: a 4.6M-parameter model,
-            300 RL steps), `default` (2 CPU cores: the shipped 0.8M-parameter base model, 80 RL steps, ~15 minutes)
+            300 RL steps), `default` (2 CPU cores: the shipped 0.8M-parameter base model, 80 RL steps, ~12 minutes)
             or `smoke` (seconds; what CI runs). `OVERRIDES` sets any config field, as `--config=...:` does.
         """),
         parameters("""

@@ -21,7 +21,6 @@ Then SFT from `init_from` with packing and segment ids, loss on the response onl
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 
 import ml_collections
@@ -32,7 +31,6 @@ from r1jax.rewards.answers import extract_answer
 from r1jax.rewards.format import format_reward, parse_reasoning, reasoning_format_reward
 from r1jax.stages import common
 from r1jax.stages import rejection as rj
-from r1jax.tokenizer import load_tokenizer
 
 SOURCES = ("rollouts", "traces")
 
@@ -100,13 +98,4 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
-    from r1jax.stages.grpo import make_task
-    from r1jax.stages.sft import train_sft
-    if common.is_finished(workdir):
-        logging.info("%s already finished", workdir)
-        return common.final_dir(workdir)
-    tokenizer = load_tokenizer(config.tokenizer)
-    records, _ = build_dataset(config, os.path.join(workdir, "data"), tokenizer, make_task(config),
-                               common.make_mesh(config))
-    examples = rj.sft_examples(records, tokenizer, config.template)
-    return train_sft(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=config.tokenizer)
+    return rj.sft_on_built_dataset(config, workdir, build_dataset)

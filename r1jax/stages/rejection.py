@@ -277,14 +277,19 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
     return records, manifest
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+def sft_on_built_dataset(config: ml_collections.ConfigDict, workdir: str, build) -> str:
+    """A dataset stage's run(): `build(config, outdir, tokenizer, task, mesh) -> (records, manifest)` writes (or
+    reuses) `<workdir>/data/`, then SFT from `init_from` on its records (stages.sft.train_sft)."""
     from r1jax.stages.grpo import make_task
     from r1jax.stages.sft import train_sft
     if common.is_finished(workdir):
         logging.info("%s already finished", workdir)
         return common.final_dir(workdir)
     tokenizer = load_tokenizer(config.tokenizer)
-    records, _ = build_dataset(config, os.path.join(workdir, "data"), tokenizer, make_task(config),
-                               common.make_mesh(config))
+    records, _ = build(config, os.path.join(workdir, "data"), tokenizer, make_task(config), common.make_mesh(config))
     examples = sft_examples(records, tokenizer, config.template)
     return train_sft(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=config.tokenizer)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> str:
+    return sft_on_built_dataset(config, workdir, build_dataset)
