@@ -317,9 +317,9 @@ def r1_pipeline():
 
             A smaller dense student is fine-tuned on the teacher's curated data: the paper's distilled models are
             plain SFT. The student has its own base model: shipped in `assets/r1_student_base` for the `default`
-            preset (`config.student_base`), pretrained here by `student_pretrain` for `gpu` and `smoke`. With `COMPARE`, the same student base also gets GRPO for as many
-            steps as match the distillation's compute, to ask the paper's question: is distillation better than RL on
-            the small model itself?
+            preset (`config.student_base`), pretrained here by `student_pretrain` for `gpu` and `smoke`. With
+            `COMPARE`, the same student base also gets GRPO for as many steps as match the distillation's compute, to
+            ask the paper's question: is distillation better than RL on the small model itself?
         """),
         code("""
             if "student_pretrain" in config.stages:

@@ -8,9 +8,10 @@ R1's readable format is `<think> reasoning </think> summary`. Where the examples
   filtered for correctness and readability, rewritten by DeepSeek-V3). Sample `samples.k` completions for
   `samples.num_prompts` train prompts from `rollouts_from` (an R1-Zero checkpoint; empty = the model being fine-tuned,
   i.e. the base), keep the correct, readable, bounded, distinct ones that are well formed in R1-Zero's shape or R1's
-  (`source_shape`; the filters of stages/rejection.py), and rewrite each (`readable`): the thinking is kept verbatim up to whitespace, and the bare
-  answer becomes the one-sentence summary "The answer is <answer>A</answer>." -- so the rewrite changes the layout,
-  never the reasoning or the answer (the rewritten text is verified again). Fewer than `min_examples` kept is an error.
+  (`source_shape`; the filters of stages/rejection.py), and rewrite each (`readable`): the thinking is kept verbatim
+  up to whitespace, and the bare answer becomes the one-sentence summary "The answer is <answer>A</answer>." -- so the
+  rewrite changes the layout, never the reasoning or the answer (the rewritten text is verified again, in R1's shape).
+  Fewer than `min_examples` kept is an error.
 * "traces": synthetic correct countdown traces from the task's solutions (r1jax.data.traces with p_correct = 1),
   rewritten the same way: a cold start that needs no model (tests, smoke runs).
 * any other string: a JSONL file of {"prompt", "response"} records used as is.

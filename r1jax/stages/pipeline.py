@@ -252,8 +252,8 @@ def report(config: ml_collections.ConfigDict, workdir: str) -> str:
     text = (f"# R1 pipeline report ({config.get('preset', '')})\n\nHeld-out {task.name}: pass@1 over "
             f"{config.report.k} samples at T={config.report.temperature}, top-p {config.report.top_p}, "
             f"{config.report.num_problems} problems; mean_length in tokens; language = consistency of the thinking; "
-            "rm_accuracy = held-out preference-pair accuracy; wall_s = the stage's own run time in seconds, compilation "
-            "included, this report's evaluation not.\n\n")
+            "format_rate = share in R1's readable format; rm_accuracy = held-out preference-pair accuracy; wall_s = "
+            "the stage's own run time in seconds, compilation included, this report's evaluation not.\n\n")
     text += table(table_rows, ["stage", "params", "pass@1", "mean_length", "language", "format_rate",
                                "rm_accuracy", "wall_s"])
     walls = [r["wall_s"] for r in table_rows if r.get("wall_s") is not None]

@@ -104,7 +104,7 @@ def test_report_table_and_comparison(chain):
 
 
 def test_report_evaluates_a_given_student_base(chain):
-    config, workdir, outputs, _ = chain
+    _, workdir, outputs, _ = chain
     config = r1.get_config("smoke")
     config.stages = ALL
     config.student_base = outputs["student_pretrain"]  # as the default preset's shipped asset

@@ -73,7 +73,8 @@ def test_cold_start_rewrite_is_readable_and_verified():
     _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=cold_start.readable)
     assert manifest["kept"] == 0 and manifest["dropped"]["malformed"] == 1
     # A rewrite that breaks the answer is caught by the second check and counted with its reason.
-    _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(), rewrite=lambda t, e: cold_start.readable(t).replace("+", "-"),
+    _, manifest = rj.filter_samples([_sample(zero)], TASK, rj.Filters(),
+                                    rewrite=lambda t, e: cold_start.readable(t).replace("+", "-"),
                                     source_shape=cold_start.source_shape)
     assert manifest["kept"] == 0 and manifest["dropped"]["rewrite:incorrect"] == 1
     # A rewrite that drops the summary is caught too.
