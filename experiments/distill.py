@@ -3,15 +3,15 @@
     python -m experiments.distill --config=configs/r1.py[:gpu] [--workdir=...]
 
 Runs the R1 chain of configs/r1.py (finished stages are skipped, so it reuses a previous experiments.r1 run in the
-same workdir), then `student_grpo`: GRPO from the same student base (`student_pretrain`) for as many steps as match
-the distillation stage's student-side FLOPs (`student_grpo.equal_compute`: by='flops', or 'tokens' = sampled tokens
-vs trained token slots; `multiple` = k gives GRPO k times that; the definitions are in r1jax/stages/distill.py).
+same workdir), then `student_grpo`: GRPO from the distillation's student base (`student_base`, or the output of
+`student_pretrain`) for as many steps as match the distillation stage's student-side FLOPs
+(`student_grpo.equal_compute`: by='flops', or 'tokens' = sampled tokens vs trained token slots; `multiple` = k gives
+GRPO k times that; the definitions are in r1jax/stages/distill.py).
 Prints the report with the comparison table: both arms' compute, held-out pass@1, mean response length, language
 consistency and format rate.
 
-    python -m experiments.distill --config=configs/r1.py --config.student_grpo.equal_compute.multiple=5 \
-        --workdir=workdirs/r1_default_grpo5x    # GRPO at 5x the compute; a fresh workdir reruns the chain, so
-                                                # copy a finished one in without its student_grpo* files
+    rm -r workdirs/r1_default/student_grpo       # GRPO at 5x the compute; the report evaluates the new arm
+    python -m experiments.distill --config=configs/r1.py --config.student_grpo.equal_compute.multiple=5
 """
 import logging
 import os

@@ -163,15 +163,24 @@ CURVES = {"pretrain": ["loss", "accuracy", "lr"], "cold_start": ["loss", "accura
 
 def evaluate_stage(config, workdir: str, name: str, task, path: str | None = None) -> dict:
     """Held-out pass@1, mean response length, format rate and language consistency of one stage's model (or of the
-    model at `path`), cached in <workdir>/report/<name>.json."""
+    model at `path`), cached in <workdir>/report/<name>.json. The cache holds only for the same model file (path and
+    modification time: a rerun stage is evaluated again) and the same `config.report` settings."""
     from r1jax import evaluation
     from r1jax.tokenizer import load_tokenizer
     out = os.path.join(workdir, "report", f"{name}.json")
+    path = path or common.final_dir(os.path.join(workdir, name))
+    meta = next((os.path.join(path, f) for f in ("model.json", "config.json") if os.path.exists(os.path.join(path, f))),
+                path)
+    key = {"model": os.path.abspath(path), "mtime": os.path.getmtime(meta),
+           "report": {k: v for k, v in config.report.to_dict().items() if k != "compare"}, "seed": config.seed}
+    key = json.loads(json.dumps(key))  # tuples -> lists, as they come back from the file
     if os.path.exists(out):
         with open(out) as fh:
-            return json.load(fh)
+            cached = json.load(fh)
+        if cached.pop("cache_key", None) == key:
+            return cached
     r = config.report
-    cfg, params, tok = common.load_model(path or common.final_dir(os.path.join(workdir, name)))
+    cfg, params, tok = common.load_model(path)
     tokenizer = load_tokenizer(tok)
     ecfg = evaluation.EvalConfig(k=r.k, temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
                                  template=config.template, prompts_per_batch=r.prompts_per_batch, ks=(1,),
@@ -186,7 +195,7 @@ def evaluate_stage(config, workdir: str, name: str, task, path: str | None = Non
            "params": param_count(cfg)}
     evaluation.write_results(os.path.join(workdir, "report", "samples"), name, summary, records)
     with open(out, "w") as fh:
-        json.dump(row, fh, indent=1)
+        json.dump({**row, "cache_key": key}, fh, indent=1)
     return row
 
 

@@ -114,6 +114,31 @@ def test_report_evaluates_a_given_student_base(chain):
         assert f"| {json.load(fh)['params']} |" in row
 
 
+def test_report_evaluation_cache_follows_the_model_and_settings(chain, monkeypatch, tmp_path):
+    """A stage's held-out evaluation is reused only for the same checkpoint and report settings: a rerun stage (a newer
+    model.json) or another `report` setting is evaluated again."""
+    import shutil
+    from r1jax import evaluation
+    from r1jax.stages.grpo import make_task
+    config, _, outputs, _ = chain
+    model = shutil.copytree(outputs["distill"], tmp_path / "model")  # a copy: the chain's files stay as they are
+    task = make_task(common.stage_config(config, "report"))
+    calls = []
+    real = evaluation.evaluate_task
+    monkeypatch.setattr(evaluation, "evaluate_task", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = pipeline.evaluate_stage(config, str(tmp_path), "probe", task, str(model))
+    assert pipeline.evaluate_stage(config, str(tmp_path), "probe", task, str(model)) == first and calls == [1]
+    assert "cache_key" not in first
+    meta = os.path.join(model, "model.json")
+    os.utime(meta, (os.path.getatime(meta), os.path.getmtime(meta) + 10))  # as if the stage had been rerun
+    assert pipeline.evaluate_stage(config, str(tmp_path), "probe", task, str(model)) == first  # same weights, seed
+    assert calls == [1, 1]
+    other = r1.get_config("smoke")
+    other.report.num_problems = 2
+    pipeline.evaluate_stage(other, str(tmp_path), "probe", task, str(model))
+    assert calls == [1, 1, 1]
+
+
 def test_references_resolve_as_documented(tmp_path):
     config = r1.get_config("smoke")
     w = str(tmp_path)
