@@ -12,13 +12,14 @@ its timeouts off (`parsing_timeout=None`, `timeout_seconds=None`) and bound each
 
 A judgement that runs out of time counts as "not equal". The main-thread bound relies on sympy returning to the
 interpreter between steps (it does on the power towers and factorials we tried); the worker bound is absolute.
-sympy is imported on first use, not at import time.
+sympy is imported on first use, not at import time, and outside any deadline (`_import_math_verify`).
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
+import importlib
 import json
 import logging
 import os
@@ -98,7 +99,16 @@ def judge(pred: str | None, gold: str) -> tuple[bool, bool]:
 # Main thread: a SIGALRM deadline in-process.
 
 
+@functools.cache
+def _import_math_verify() -> None:
+    """math-verify and sympy, imported once and outside any deadline: a deadline that lands inside a module's first
+    import leaves it half-initialised in sys.modules, and every later judgement in the process fails (measured: a
+    first call with timeout_s between 0.05 and 0.2 s made every later `math_equal` False)."""
+    importlib.import_module("math_verify")  # imports sympy
+
+
 def _judge_with_alarm(pred: str | None, gold: str, timeout_s: float) -> tuple[bool, bool]:
+    _import_math_verify()  # not part of the per-call budget, like the worker's start
     armed = [True]
 
     def on_alarm(signum, frame):

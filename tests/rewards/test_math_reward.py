@@ -1,6 +1,9 @@
 """Math equivalence via math-verify, with our own time bound in the main thread and in other threads."""
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -108,3 +111,17 @@ def test_math_equal_from_other_threads():
         t.join(timeout=120)
     assert results == {**results, "equal": True, "different": False, "hostile": False, "after_kill": True}
     assert results["hostile_s"] < 1.0 + SLACK_S
+
+
+@pytest.mark.parametrize("first_timeout_s", [0.05, 0.1, 0.2])
+def test_a_deadline_during_the_first_import_does_not_break_later_judgements(first_timeout_s):
+    """In a fresh interpreter (sympy not yet imported) the first judgement's deadline may land inside the import of
+    math-verify/sympy; that must not leave them half-imported for every later call (it did, at these timeouts)."""
+    code = ("from r1jax.rewards.math import math_equal\n"
+            f"math_equal('0.5', '1/2', timeout_s={first_timeout_s})\n"
+            "print(math_equal('0.5', '1/2'), math_equal(r'\\frac{1}{2}', '0.5'))\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr[-2000:]
