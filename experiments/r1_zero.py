@@ -29,7 +29,9 @@ def main(argv):
     init_from = config.rl.init_from
     if not init_from:
         if not config.pretrain.enabled:
-            raise ValueError("rl.init_from is empty and the pretrain stage is disabled: nothing to start from")
+            raise ValueError("rl.init_from is empty and the pretrain stage is disabled: nothing to start from; pass "
+                             "--config.rl.init_from=<an HF folder (config.json + safetensors + tokenizer.json) or a "
+                             "stage's final/ folder>")
         init_from = pretrain.run(common.stage_config(config, "pretrain"), os.path.join(workdir, "pretrain"))
     final = grpo.run(common.stage_config(config, "rl", init_from=init_from), os.path.join(workdir, "rl"))
     print(f"R1-Zero finished: {final}\nreport: {os.path.join(workdir, 'rl', 'report.md')}\n"

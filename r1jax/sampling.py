@@ -30,10 +30,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from r1jax import sharding as shd
 from r1jax.decoding import TRACE_COUNTS, decode_params, decode_step, select_tokens, use_fast_decode
+from r1jax.logprobs import Hidden, mask_vocab, token_stats
 from r1jax.models.config import ModelConfig
 from r1jax.models.transformer import Transformer, init_cache, lm_head
 PREFILL_SCORE_BYTES = 1 << 31   # per-layer attention scores of one prefill pass (fp32 [rows, heads, P, P])
-SCORE_LOGIT_BYTES = 1 << 30     # fp32 logits score() materialises at a time ([B, time chunk, V])
+SCORE_MICRO_BATCH_TOKENS = 1 << 16   # score(): rows per forward pass hold about this many tokens
 DECODE_IMPLS = ("auto", "fast", "model")
 
 
@@ -102,7 +103,7 @@ class Completions:
 
 
 # ==================== Jitted pieces, built once per (model config, static knobs, mesh); jax.jit caches per input shape
-_Static = collections.namedtuple("_Static", "greedy top_k use_top_p top_p_cap stop_ids pad_id chunk fast")
+_Static = collections.namedtuple("_Static", "greedy top_k use_top_p top_p_cap stop_ids pad_id chunk fast vocab_limit")
 
 
 def _slot_axis(fast: bool) -> int:
@@ -149,6 +150,8 @@ def _layer_caches(model_cache, row_prompt_R, fast: bool, window: int):
 
 
 def _select(st: _Static, logits, keys, knobs):
+    # Ids the tokenizer cannot produce (vocab rows padded past it) get probability exactly 0, as in the trainer.
+    logits = mask_vocab(logits.astype(jnp.float32), st.vocab_limit)
     return select_tokens(logits, keys, knobs["temperature"], knobs["top_p"], greedy=st.greedy, top_k=st.top_k,
                          use_top_p=st.use_top_p, top_p_cap=st.top_p_cap)
 
@@ -263,12 +266,13 @@ def _windows(prompt_len: int, n_chunks: int, chunk: int, count: int) -> list[int
 
 
 def sample(params, cfg: ModelConfig, prompts, sampling: SamplingConfig, rng=None, *, lengths=None,
-           mesh=None) -> Completions:
+           mesh=None, vocab_limit: int | None = None) -> Completions:
     """Samples `sampling.n` completions for each prompt.
 
     params: unboxed params as trained (already on the mesh when one is given). prompts: a list of token lists, or a
     right-padded int array [B, P] together with `lengths` [B]. rng: a PRNG key (default: key(sampling.seed)).
     mesh: rows are sharded over the batch axes, the cache over batch and kv heads; params keep their shardings.
+    vocab_limit: ids >= this are never drawn (the tokenizer's size when the model's vocab rows are padded past it).
     """
     s = sampling
     if rng is None:
@@ -296,7 +300,8 @@ def sample(params, cfg: ModelConfig, prompts, sampling: SamplingConfig, rng=None
 
     fast = use_fast_decode(cfg, s.decode)
     st = _Static(greedy=s.greedy, top_k=0 if s.greedy else s.top_k, use_top_p=not s.greedy and s.top_p < 1,
-                 top_p_cap=s.top_p_cap, stop_ids=s.stop_ids, pad_id=s.pad_id, chunk=chunk, fast=fast)
+                 top_p_cap=s.top_p_cap, stop_ids=s.stop_ids, pad_id=s.pad_id, chunk=chunk, fast=fast,
+                 vocab_limit=vocab_limit if vocab_limit is not None and vocab_limit < cfg.vocab_size else None)
     prefill, decode_chunk, grow = _compiled(cfg, st, mesh)
 
     tok_np = np.full((Bb, Pb), s.pad_id, np.int32)
@@ -352,45 +357,51 @@ def cache_len(cache, fast: bool) -> int:
 
 # ==================== Teacher-forced scoring
 @functools.lru_cache(maxsize=32)
-def _score_fn(cfg: ModelConfig, time_chunk: int):
+def _score_fn(cfg: ModelConfig, n_micro: int, vocab_limit: int | None):
+    def one(params, tokens_BxT, positions_BxT, segment_ids_BxT, temperature):
+        h, _ = Transformer(cfg).apply({"params": params}, tokens_BxT, positions_BxT, segment_ids_BxT,
+                                      return_hidden=True, with_mtp=False)
+        # Hidden at t scores token t + 1, through the trainer's own function (r1jax.logprobs).
+        out = Hidden(h[:, :-1], lambda x: lm_head(cfg, params, x))
+        return token_stats(out, tokens_BxT[:, 1:], temperature, vocab_limit, want=("logp",))["logp"]
+
     def fn(params, tokens_BxT, positions_BxT, segment_ids_BxT, mask_BxT, temperature):
         TRACE_COUNTS["score"] += 1
         B, T = tokens_BxT.shape
-        h, _ = Transformer(cfg).apply({"params": params}, tokens_BxT, positions_BxT, segment_ids_BxT,
-                                      return_hidden=True)
-        # Hidden at t scores token t + 1; the head runs over time chunks, so no [B, T, V] fp32 array exists.
-        n = math.ceil((T - 1) / time_chunk)
-        pad = n * time_chunk - (T - 1)
-        h_c = jnp.pad(h[:, :-1], ((0, 0), (0, pad), (0, 0))).reshape(B, n, time_chunk, -1).swapaxes(0, 1)
-        t_c = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, pad))).reshape(B, n, time_chunk).swapaxes(0, 1)
-
-        def one(args):
-            z = lm_head(cfg, params, args[0]) / temperature
-            return jnp.take_along_axis(z, args[1][..., None], axis=-1)[..., 0] - jax.nn.logsumexp(z, axis=-1)
-
-        logps = jax.lax.map(one, (h_c, t_c)).swapaxes(0, 1).reshape(B, -1)[:, :T - 1]
+        if n_micro == 1:
+            logps = one(params, tokens_BxT, positions_BxT, segment_ids_BxT, temperature)
+        else:   # rows in strided micro-batches (each spans every batch shard), as the train step cuts them
+            xs = [None if x is None else x.reshape(B // n_micro, n_micro, T).swapaxes(0, 1)
+                  for x in (tokens_BxT, positions_BxT, segment_ids_BxT)]
+            logps = jax.lax.map(lambda a: one(params, a[0], a[1], a[2], temperature), tuple(xs))
+            logps = logps.swapaxes(0, 1).reshape(B, T - 1)
         logps = jnp.pad(logps, ((0, 0), (1, 0)))
         return logps if mask_BxT is None else jnp.where(mask_BxT != 0, logps, 0.0)
     return jax.jit(fn)
 
 
 def score(params, cfg: ModelConfig, tokens_BxT, positions_BxT=None, mask_BxT=None, *, temperature: float = 1.0,
-          segment_ids_BxT=None, mesh=None, time_chunk: int | None = None):
+          segment_ids_BxT=None, mesh=None, micro_batch_tokens: int = SCORE_MICRO_BATCH_TOKENS,
+          vocab_limit: int | None = None):
     """Teacher-forced log-probs [B, T] float32 in the GRPO layout: column t = log_softmax(logits_{t-1} / T)[token t],
     column 0 = 0, and 0 where mask == 0. temperature 0 scores the T = 1 distribution (the sampler's greedy
-    convention). positions default to arange(T) (right-padded prompt + completion rows). time_chunk: positions per
-    head projection (default: as many as keep [B, chunk, V] fp32 logits under SCORE_LOGIT_BYTES)."""
+    convention). positions default to arange(T) (right-padded prompt + completion rows). Rows run in micro-batches of
+    about `micro_batch_tokens` tokens (training/step.num_microbatches) and the head a chunk of positions at a time, so
+    neither the activations of all rows nor [B, T, V] fp32 logits exist at once."""
+    from r1jax.training.step import num_microbatches
     tokens_BxT = np.asarray(tokens_BxT, np.int32)
     B, T = tokens_BxT.shape
     if positions_BxT is None:
         positions_BxT = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T))
-    chunk = time_chunk or max(1, SCORE_LOGIT_BYTES // (B * cfg.vocab_size * 4))
-    fn = _score_fn(cfg, min(chunk, max(1, T - 1)))
+    multiple = 1 if mesh is None else shd.batch_size_multiple(mesh)
+    n = num_microbatches(B, T, micro_batch_tokens=micro_batch_tokens, multiple=multiple)
+    limit = vocab_limit if vocab_limit is not None and vocab_limit < cfg.vocab_size else None
+    fn = _score_fn(cfg, n, limit)
     args = [tokens_BxT, positions_BxT, segment_ids_BxT, mask_BxT]
     t = np.float32(temperature if temperature > 0 else 1.0)
     if mesh is None:
         return fn(params, *args, t)
-    if B % shd.batch_size_multiple(mesh) == 0:
+    if B % multiple == 0:
         args = [None if a is None else jax.device_put(np.asarray(a), shd.batch_sharding(mesh, 2)) for a in args]
     with shd.use_mesh(mesh):
         return fn(params, *args, t)

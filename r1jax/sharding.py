@@ -102,9 +102,10 @@ def param_shardings(boxed_params, mesh: Mesh, rules=RULES):
     return jax.tree.map(fit, specs, shapes, is_leaf=lambda x: isinstance(x, P))
 
 
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Leading axis over all batch axes, the rest replicated."""
-    return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, ndim: int = 2, leading: int = 0) -> NamedSharding:
+    """The row axis over all batch axes, the rest replicated. `leading` unsharded axes come before the rows (e.g.
+    micro-batches stacked as [n, rows, ...]); `ndim` counts the axes from the row axis on."""
+    return NamedSharding(mesh, P(*([None] * leading), BATCH_AXES, *([None] * (ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

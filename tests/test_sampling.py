@@ -130,7 +130,7 @@ def test_logprobs_match_full_forward_and_score(tiny, decode):
         seq[i, :len(p)] = p
         seq[i, len(p):len(p) + c.lengths[i]] = c.tokens[i, :c.lengths[i]]
         mask[i, len(p):len(p) + c.lengths[i]] = 1
-    logps = np.asarray(S.score(params, cfg, seq, mask_BxT=mask, temperature=0.7, time_chunk=8))
+    logps = np.asarray(S.score(params, cfg, seq, mask_BxT=mask, temperature=0.7, micro_batch_tokens=2 * L))
     for i in range(len(c.tokens)):
         p = len(PROMPTS[i // 2])
         np.testing.assert_allclose(logps[i, p:p + c.lengths[i]], c.logprobs[i, :c.lengths[i]], atol=2e-4)

@@ -60,17 +60,19 @@ class MultiTokenPrediction(nn.Module):
         return hidden, aux
 
 
-def mtp_loss(mtp_logits, tokens_BxT, mask_BxT=None, segment_ids_BxT=None):
+def mtp_loss(mtp_logits, tokens_BxT, mask_BxT=None, segment_ids_BxT=None, head=None):
     """Depth-averaged next-(k+1)-token cross-entropy of MTP logits [depth, B, T, V] (fp32 scalar, unweighted).
 
     `mask_BxT` is the main model's target mask (mask[t] != 0 iff tokens[t+1] is a target of position t, the SFT
     `loss_mask` convention; None = every position); depth k (1-based) at position t predicts tokens[t+k+1] and counts
     iff mask[t+k] is set and, with `segment_ids_BxT`, tokens t and t+k+1 lie in one segment (segment 0 = padding
     never counts). Each depth's CE is a mean over its counted positions.
-    Trainers add `cfg.mtp_lambda * mtp_loss(...)`.
+    Trainers add `cfg.mtp_lambda * mtp_loss(...)`. With `head` (hidden -> logits), `mtp_logits` are the MTP hidden
+    states [depth, B, T, D] and the head runs a chunk of positions at a time (r1jax.logprobs): no fp32 logits of the
+    whole batch.
     """
-    depth, B, T, _ = mtp_logits.shape
-    logp = jax.nn.log_softmax(mtp_logits.astype(jnp.float32), axis=-1)
+    from r1jax.logprobs import Hidden, token_stats
+    depth, B, T = mtp_logits.shape[:3]
     mask = jnp.ones((B, T), jnp.float32) if mask_BxT is None else (mask_BxT != 0).astype(jnp.float32)
     total = jnp.zeros((), jnp.float32)
     for k in range(1, depth + 1):
@@ -78,7 +80,8 @@ def mtp_loss(mtp_logits, tokens_BxT, mask_BxT=None, segment_ids_BxT=None):
         if n <= 0:
             continue
         target = tokens_BxT[:, k + 1:]
-        lp = jnp.take_along_axis(logp[k - 1, :, :n], target[..., None], axis=-1)[..., 0]
+        out = mtp_logits[k - 1, :, :n] if head is None else Hidden(mtp_logits[k - 1, :, :n], head)
+        lp = token_stats(out, target, want=("logp",))["logp"]
         w = mask[:, k:k + n]
         if segment_ids_BxT is not None:
             same = (segment_ids_BxT[:, :n] == segment_ids_BxT[:, k + 1:]) & (segment_ids_BxT[:, :n] != 0)

@@ -99,7 +99,7 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, cache: dict | None = None,
-                 return_hidden: bool = False):
+                 return_hidden: bool = False, with_mtp: bool = True):
         cfg = self.config
         B, T = tokens_BxT.shape
         if positions_BxT is None:
@@ -128,11 +128,15 @@ class Transformer(nn.Module):
                               (cfg.d_model, cfg.vocab_size), cfg.weights_dtype)
         if cache is not None:
             aux["cache"] = new_cache
-        if cfg.mtp_depth > 0 and cache is None:
+        if cfg.mtp_depth > 0 and cache is None and with_mtp:
             from r1jax.models.mtp import MultiTokenPrediction
             mtp_h, mtp_aux = MultiTokenPrediction(cfg, name="mtp")(x, tokens_BxT, positions_BxT, segment_ids_BxT,
                                                                    embed)
-            aux["mtp_logits"] = project_logits(cfg, mtp_h, embed, head)
+            # With return_hidden the caller projects (a chunk at a time): no [depth, B, T, V] fp32 logits here.
+            if return_hidden:
+                aux["mtp_hidden"] = mtp_h
+            else:
+                aux["mtp_logits"] = project_logits(cfg, mtp_h, embed, head)
             if mtp_aux:
                 aux["mtp_moe"] = mtp_aux  # the MTP blocks' MoE statistics, [depth, ...]
         if return_hidden:

@@ -22,7 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from r1jax.logprobs import token_stats
 from r1jax.training.sft import TrainState, split_model_output
+from r1jax.training.step import make_train_step, row_fraction
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 LOSS_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -89,45 +91,35 @@ class GRPOConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Log-probs and entropy from logits
+# Log-probs and entropy (r1jax.logprobs: one function for the sampler's scoring, old/reference log-probs and update)
 # ----------------------------------------------------------------------------------------------------------------------
-def token_logprobs(logits_BxTxV, targets_BxT, temperature: float = 1.0):
-    """log softmax(logits / temperature)[target] per position, float32 [B, T].
-
-    Gathers the target logit and subtracts logsumexp, so no [B, T, V] log-softmax is materialised beyond the fp32 cast
-    (which XLA fuses into the two reductions). No alignment happens here: row t of the logits scores targets[t].
-    """
-    logits = logits_BxTxV.astype(jnp.float32)
-    if temperature != 1.0:
-        logits = logits / temperature
-    target_logit_BxT = jnp.take_along_axis(logits, targets_BxT[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return target_logit_BxT - jax.nn.logsumexp(logits, axis=-1)
+def token_logprobs(logits_BxTxV, targets_BxT, temperature: float = 1.0, vocab_limit: int | None = None):
+    """log softmax(logits / temperature)[target] per position, float32 [B, T] (row t of the logits scores
+    targets[t])."""
+    return token_stats(logits_BxTxV, targets_BxT, temperature, vocab_limit, want=("logp",))["logp"]
 
 
-def token_entropy(logits_BxTxV, temperature: float = 1.0):
+def token_entropy(logits_BxTxV, temperature: float = 1.0, vocab_limit: int | None = None):
     """Entropy in nats of softmax(logits / temperature) per position, float32 [B, T]: lse - sum_v p_v * z_v."""
-    logits = logits_BxTxV.astype(jnp.float32)
-    if temperature != 1.0:
-        logits = logits / temperature
-    lse_BxT = jax.nn.logsumexp(logits, axis=-1)
-    probs = jnp.exp(logits - lse_BxT[..., None])
-    return lse_BxT - jnp.sum(probs * logits, axis=-1)
+    dummy = jnp.zeros(logits_BxTxV.shape[:-1], jnp.int32)
+    return token_stats(logits_BxTxV, dummy, temperature, vocab_limit, want=("entropy",))["entropy"]
 
 
-def _logits(apply_fn, params, tokens_BxT, positions_BxT):
-    out = apply_fn(params, tokens_BxT, positions_BxT)
-    # A model that returns (logits, aux) is accepted; its aux (MoE statistics) is the caller's to use.
-    return out[0] if isinstance(out, tuple) else out
+def _shifted_stats(apply_fn, params, tokens_BxT, positions_BxT, temperature, vocab_limit, want):
+    """(token stats of the policy's predictions of tokens[:, 1:] -- the model runs on tokens[:, :-1] -- aux loss,
+    router counts)."""
+    out, aux_loss, counts = split_model_output(apply_fn(params, tokens_BxT[:, :-1], positions_BxT[:, :-1]))
+    return token_stats(out, tokens_BxT[:, 1:], temperature, vocab_limit, want=want), aux_loss, counts
 
 
-def policy_logprobs(apply_fn, params, tokens_BxT, positions_BxT, temperature: float = 1.0):
+def policy_logprobs(apply_fn, params, tokens_BxT, positions_BxT, temperature: float = 1.0,
+                    vocab_limit: int | None = None):
     """Token-aligned log-probs [B, T] (column 0 = 0), e.g. the old or reference log-probs of a rollout batch.
 
-    The model runs on tokens[:, :-1]: its logits at t score tokens[:, t + 1], and the last token predicts nothing.
+    The model runs on tokens[:, :-1]: its output at t scores tokens[:, t + 1], and the last token predicts nothing.
     """
-    logits = _logits(apply_fn, params, tokens_BxT[:, :-1], positions_BxT[:, :-1])
-    logps = token_logprobs(logits, tokens_BxT[:, 1:], temperature)
-    return jnp.pad(logps, ((0, 0), (1, 0)))
+    stats = _shifted_stats(apply_fn, params, tokens_BxT, positions_BxT, temperature, vocab_limit, ("logp",))[0]
+    return jnp.pad(stats["logp"], ((0, 0), (1, 0)))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -142,25 +134,31 @@ def _kl_per_token(d, estimator: str):
     return -d
 
 
-def _aggregate(x_BxT, mask_BxT, cfg: GRPOConfig):
+def loss_normalizers(mask_BxT) -> dict[str, jax.Array]:
+    """The batch-wide constants of every aggregation: completion tokens, non-empty sequences and rows. A micro-batch's
+    loss divided by its batch's constants sums, over micro-batches, to the batch's loss (training/step.py)."""
+    m = jnp.asarray(mask_BxT) > 0
+    return {"n_tokens": m.sum().astype(jnp.float32), "n_seqs": (m.sum(-1) > 0).sum().astype(jnp.float32),
+            "n_rows": jnp.float32(m.shape[0])}
+
+
+def _aggregate(x_BxT, mask_BxT, cfg: GRPOConfig, norm):
     x = jnp.where(mask_BxT, x_BxT, 0.0)
-    m = mask_BxT.astype(jnp.float32)
     if cfg.loss_agg == "token-mean":
-        return x.sum() / jnp.maximum(m.sum(), 1.0)
+        return x.sum() / jnp.maximum(norm["n_tokens"], 1.0)
     if cfg.loss_agg == "seq-mean-token-mean":
-        n_B = m.sum(-1)
-        seq_B = x.sum(-1) / jnp.maximum(n_B, 1.0)
-        nonempty_B = n_B > 0
-        return jnp.where(nonempty_B, seq_B, 0.0).sum() / jnp.maximum(nonempty_B.sum(), 1)
-    return x.sum() / (x.shape[0] * cfg.max_completion_len)
+        n_B = mask_BxT.sum(-1)
+        seq_B = jnp.where(n_B > 0, x.sum(-1) / jnp.maximum(n_B, 1), 0.0)
+        return seq_B.sum() / jnp.maximum(norm["n_seqs"], 1.0)
+    return x.sum() / (norm["n_rows"] * cfg.max_completion_len)
 
 
-def _masked_mean(x_BxT, mask_BxT):
-    return jnp.where(mask_BxT, x_BxT, 0.0).sum() / jnp.maximum(mask_BxT.sum(), 1)
+def _masked_mean(x_BxT, mask_BxT, norm):
+    return jnp.where(mask_BxT, x_BxT, 0.0).sum() / jnp.maximum(norm["n_tokens"], 1.0)
 
 
 def grpo_loss(logps_BxT, old_logps_BxT, ref_logps_BxT, advantages_B, mask_BxT, cfg: GRPOConfig,
-              sampler_logps_BxT=None, entropy_BxT=None):
+              sampler_logps_BxT=None, entropy_BxT=None, norm=None):
     """The GRPO objective (negated, to minimise) and its metrics; every variant is a field of `cfg`.
 
     Per token: l = -min(rho A, clip(rho, 1 - eps_low, 1 + eps_high) A), then for A < 0 with dual clip l = min(l, -c A),
@@ -175,6 +173,8 @@ def grpo_loss(logps_BxT, old_logps_BxT, ref_logps_BxT, advantages_B, mask_BxT, c
         exactly zero gradient, even if their log-probs are garbage (the ratio is formed under a `where`).
       sampler_logps_BxT: the sampler's log-probs (needed when cfg.tis_cap is set; otherwise only reported).
       entropy_BxT: per-token policy entropy, optional; reported, and in the loss when cfg.entropy_coef != 0.
+      norm: `loss_normalizers` of the whole batch when these rows are one micro-batch of it (None = these rows are
+        the batch). Every aggregate and mean is then this micro-batch's contribution: they sum to the batch's.
 
     Returns:
       (loss, metrics): fp32 scalar and a dict of fp32 scalars (no gradient): pg_loss, kl, clip_frac (+ _low, _high),
@@ -196,6 +196,7 @@ def grpo_loss(logps_BxT, old_logps_BxT, ref_logps_BxT, advantages_B, mask_BxT, c
 
     sg = jax.lax.stop_gradient
     mask = jnp.asarray(mask_BxT) > 0
+    norm = loss_normalizers(mask) if norm is None else norm
     old = sg(jnp.asarray(old_logps_BxT, jnp.float32))
     adv_Bx1 = sg(jnp.asarray(advantages_B, jnp.float32))[:, None]
 
@@ -217,46 +218,46 @@ def grpo_loss(logps_BxT, old_logps_BxT, ref_logps_BxT, advantages_B, mask_BxT, c
         cap = -cfg.dual_clip_c * adv_Bx1
         dual = mask & (adv_Bx1 < 0) & (pg > cap)
         pg = jnp.where(adv_Bx1 < 0, jnp.minimum(pg, cap), pg)
-        metrics["dual_clip_frac"] = _masked_mean(dual, mask)
+        metrics["dual_clip_frac"] = _masked_mean(dual, mask, norm)
 
     # ---- sampler/trainer mismatch
     if sampler_logps_BxT is not None:
         sampler = sg(jnp.asarray(sampler_logps_BxT, jnp.float32))
         mismatch = jnp.where(mask, old - sampler, 0.0)
-        metrics["sampler_abs_logp_diff"] = _masked_mean(jnp.abs(mismatch), mask)
+        metrics["sampler_abs_logp_diff"] = _masked_mean(jnp.abs(mismatch), mask, norm)
         if cfg.tis_cap is not None:
             tis_w = jnp.minimum(jnp.exp(mismatch), cfg.tis_cap)
             pg = pg * tis_w
-            metrics["tis_weight_mean"] = _masked_mean(tis_w, mask)
+            metrics["tis_weight_mean"] = _masked_mean(tis_w, mask, norm)
             metrics["tis_weight_max"] = jnp.where(mask, tis_w, 0.0).max()
 
     per_token = pg
-    pg_loss = _aggregate(pg, mask, cfg)
+    pg_loss = _aggregate(pg, mask, cfg, norm)
 
     # ---- KL to the reference, per token, in the loss
     if ref_logps_BxT is not None:
         d = jnp.where(mask, sg(jnp.asarray(ref_logps_BxT, jnp.float32)) - logps, 0.0)
         kl = _kl_per_token(d, cfg.kl_estimator)
-        metrics["kl"] = sg(_masked_mean(kl, mask))
+        metrics["kl"] = sg(_masked_mean(kl, mask, norm))
         if cfg.kl_beta > 0:
             per_token = per_token + cfg.kl_beta * kl
-            metrics["kl_loss"] = sg(_aggregate(kl, mask, cfg))
+            metrics["kl_loss"] = sg(_aggregate(kl, mask, cfg, norm))
 
     # ---- entropy bonus
     if entropy_BxT is not None:
         entropy = jnp.asarray(entropy_BxT, jnp.float32)
-        metrics["entropy"] = sg(_masked_mean(entropy, mask))
+        metrics["entropy"] = sg(_masked_mean(entropy, mask, norm))
         if cfg.entropy_coef:
             per_token = per_token - cfg.entropy_coef * entropy
 
-    loss = _aggregate(per_token, mask, cfg)
+    loss = _aggregate(per_token, mask, cfg, norm)
     metrics.update(
         loss=sg(loss),
         pg_loss=sg(pg_loss),
-        clip_frac=_masked_mean(clip_low | clip_high, mask),
-        clip_frac_low=_masked_mean(clip_low, mask),
-        clip_frac_high=_masked_mean(clip_high, mask),
-        ratio_mean=sg(_masked_mean(ratio, mask)),
+        clip_frac=_masked_mean(clip_low | clip_high, mask, norm),
+        clip_frac_low=_masked_mean(clip_low, mask, norm),
+        clip_frac_high=_masked_mean(clip_high, mask, norm),
+        ratio_mean=sg(_masked_mean(ratio, mask, norm)),
         ratio_max=sg(jnp.where(mask, ratio, 0.0).max()),
         n_tokens=mask.sum().astype(jnp.float32),
     )
@@ -317,53 +318,53 @@ REQUIRED_BATCH_KEYS = ("tokens_BxT", "positions_BxT", "completion_mask_BxT", "ad
 OPTIONAL_BATCH_KEYS = ("old_logps_BxT", "ref_logps_BxT", "sampler_logps_BxT")
 
 
-def make_grpo_train_step(apply_fn: Callable, optimizer: optax.GradientTransformation, cfg: GRPOConfig,
-                         post_update: Callable | None = None):
-    """Returns the pure train_step(state, batch) -> (state, metrics); the caller jits it (donate_argnums=0).
+def grpo_normalizers(batch: dict) -> dict[str, jax.Array]:
+    """`loss_normalizers` of a rollout batch's completion mask (column 0 is never a target)."""
+    return loss_normalizers(batch["completion_mask_BxT"][:, 1:])
 
-    apply_fn(params, tokens_BxT, positions_BxT) -> logits_BxTxV (or (logits, aux); aux is ignored here).
-    batch (per-token arrays token-aligned, see the module docstring):
-      tokens_BxT int (prompt + completion, right padded), positions_BxT int, completion_mask_BxT,
-      advantages_B float, old_logps_BxT (omit it for a strictly on-policy single update: the ratio is then
-      exp(logp - stop_gradient(logp)) = 1 with the policy-gradient gradient), ref_logps_BxT (required when
-      cfg.kl_beta > 0), sampler_logps_BxT (required when cfg.tis_cap is set). Unknown keys are an error.
-    Gradient clipping, learning-rate schedule and weight decay belong to `optimizer`.
-    Metrics: those of `grpo_loss` (entropy included) plus grad_norm.
+
+def make_grpo_loss(apply_fn: Callable, cfg: GRPOConfig, vocab_limit: int | None = None):
+    """The GRPO loss of the shared step (training/step.py): `loss_fn(params, batch, norm) -> (loss, metrics,
+    router_counts)`. apply_fn(params, tokens_BxT, positions_BxT) -> logits or Hidden (or with an aux, see
+    `split_model_output`); the aux loss (MoE balance) is added weighted by the micro-batch's share of the rows.
+
+    batch (per-token arrays token-aligned, see the module docstring): tokens_BxT int (prompt + completion, right
+    padded), positions_BxT int, completion_mask_BxT, advantages_B float, old_logps_BxT (omit it for a strictly
+    on-policy single update: the ratio is then exp(logp - stop_gradient(logp)) = 1 with the policy-gradient
+    gradient), ref_logps_BxT (required when cfg.kl_beta > 0), sampler_logps_BxT (required when cfg.tis_cap is set).
+    Unknown keys are an error.
     """
-
-    def train_step(state, batch):
+    def loss_fn(params, batch, norm):
         unknown = set(batch) - set(REQUIRED_BATCH_KEYS) - set(OPTIONAL_BATCH_KEYS)
         missing = set(REQUIRED_BATCH_KEYS) - set(batch)
         if unknown or missing:
             raise KeyError(f"train_step batch: missing {sorted(missing)}, unknown {sorted(unknown)}; "
                            f"known: {REQUIRED_BATCH_KEYS + OPTIONAL_BATCH_KEYS}")
-        tokens = batch["tokens_BxT"]
         # Column t of the per-token arrays belongs to token t; column 0 has no prediction and is dropped.
-        cut = lambda key: batch[key][:, 1:] if key in batch else None
+        cut = lambda key: batch[key][:, 1:] if key in batch else None  # noqa: E731
+        stats, aux_loss, counts = _shifted_stats(apply_fn, params, batch["tokens_BxT"], batch["positions_BxT"],
+                                                 cfg.temperature, vocab_limit, ("logp", "entropy"))
+        logps, entropy = stats["logp"], stats["entropy"]
+        if not cfg.entropy_coef:
+            entropy = jax.lax.stop_gradient(entropy)
+        old = cut("old_logps_BxT")
+        old = jax.lax.stop_gradient(logps) if old is None else old
+        loss, metrics = grpo_loss(logps, old, cut("ref_logps_BxT"), batch["advantages_B"], cut("completion_mask_BxT"),
+                                  cfg, sampler_logps_BxT=cut("sampler_logps_BxT"), entropy_BxT=entropy, norm=norm)
+        if aux_loss is not None:  # the MoE balance loss (already weighted)
+            aux = aux_loss * row_fraction(batch, norm)
+            metrics["aux_loss"] = aux
+            loss = loss + aux
+        return loss, metrics, counts
+    return loss_fn
 
-        def loss_fn(params):
-            out = apply_fn(params, tokens[:, :-1], batch["positions_BxT"][:, :-1])
-            logits, aux_loss, counts = split_model_output(out)
-            logps = token_logprobs(logits, tokens[:, 1:], cfg.temperature)
-            entropy = token_entropy(logits, cfg.temperature)
-            if not cfg.entropy_coef:
-                entropy = jax.lax.stop_gradient(entropy)
-            old = cut("old_logps_BxT")
-            old = jax.lax.stop_gradient(logps) if old is None else old
-            loss, metrics = grpo_loss(logps, old, cut("ref_logps_BxT"), batch["advantages_B"],
-                                      cut("completion_mask_BxT"), cfg, sampler_logps_BxT=cut("sampler_logps_BxT"),
-                                      entropy_BxT=entropy)
-            if aux_loss is not None:  # the MoE balance loss (already weighted)
-                metrics["aux_loss"] = aux_loss
-                loss = loss + aux_loss
-            return loss, (metrics, counts)
 
-        grads, (metrics, counts) = jax.grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if post_update is not None and counts is not None:
-            params = post_update(params, counts)  # the MoE router-bias step, outside the optimizer
-        metrics["grad_norm"] = optax.global_norm(grads)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    return train_step
+def make_grpo_train_step(apply_fn: Callable, optimizer: optax.GradientTransformation, cfg: GRPOConfig,
+                         post_update: Callable | None = None, *, num_microbatches: int = 1, mesh=None,
+                         vocab_limit: int | None = None, lr_fn: Callable | None = None):
+    """The pure train_step(state, batch) -> (state, metrics) of training/step.make_train_step with the GRPO loss;
+    the caller jits it (donate_argnums=0). `post_update(params, router_counts)` is the MoE router-bias step.
+    Gradient clipping, learning-rate schedule and weight decay belong to `optimizer`.
+    Metrics: those of `grpo_loss` (entropy included) plus grad_norm [and lr]."""
+    return make_train_step(make_grpo_loss(apply_fn, cfg, vocab_limit), optimizer, num_microbatches=num_microbatches,
+                           normalizers=grpo_normalizers, post_update=post_update, lr_fn=lr_fn, mesh=mesh)

@@ -62,7 +62,7 @@ def weighted_reward(components: Mapping[str, float], weights: Mapping[str, float
 
 def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: SamplingConfig, rng, *,
             template: str, weights: Mapping[str, float], mesh=None, overlong_buffer: int = 0,
-            reward_model=None) -> Rollout:
+            reward_model=None, vocab_limit: int | None = None) -> Rollout:
     """Samples `sampling.n` completions per example and scores them with the task's verifier.
 
     `reward_model(row_examples, texts) -> {name: [R] array}` (optional) adds learned reward components to every row
@@ -72,7 +72,7 @@ def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: Sa
     tmpl = get_template(template)
     bos = getattr(tokenizer, "bos_text", "")
     prompt_ids = [tokenizer.encode(tmpl.render(e["prompt"], bos)) for e in examples]
-    out = sample(params, cfg, prompt_ids, sampling, rng, mesh=mesh)
+    out = sample(params, cfg, prompt_ids, sampling, rng, mesh=mesh, vocab_limit=vocab_limit)
     texts, comps = [], []
     for r in range(len(out.lengths)):
         ids = [int(t) for t in out.tokens[r, :out.lengths[r]] if t != tokenizer.eos_id]
@@ -97,6 +97,73 @@ def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: Sa
 def informative_groups(ro: Rollout) -> np.ndarray:
     """DAPO dynamic sampling: [P] true where a group's rewards are not all equal (others teach nothing)."""
     return np.asarray(dynamic_sampling_mask(ro.rewards, ro.group_size))
+
+
+REWARD_CONTROLS = ("none", "shuffle")
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    """How a step's rollouts are gathered (see `collect`).
+
+    prompts_per_step: groups in the step's batch. dynamic_sampling / max_sample_rounds: DAPO's resampling of groups
+    whose rewards are all equal, at most that many rounds. reward_control: 'none', or 'shuffle' (a control run: the
+    step's rewards are permuted across all its rows before advantages, so the reward rate is exactly the real one but
+    carries no information about the completion it is paired with). overlong_buffer: DAPO's soft length penalty.
+    """
+    prompts_per_step: int
+    template: str
+    weights: Mapping[str, float]
+    dynamic_sampling: bool = False
+    max_sample_rounds: int = 1
+    overlong_buffer: int = 0
+    reward_control: str = "none"
+
+    def __post_init__(self):
+        if self.reward_control not in REWARD_CONTROLS:
+            raise ValueError(f"reward_control={self.reward_control!r} is unknown; known: {REWARD_CONTROLS}")
+        if self.max_sample_rounds < 1:
+            raise ValueError(f"max_sample_rounds must be >= 1, got {self.max_sample_rounds}")
+
+
+def shuffled_rewards(rewards: np.ndarray, seed) -> np.ndarray:
+    """The control's rewards: the same values in a random order (a permutation over all rows of the step)."""
+    return np.asarray(rewards)[np.random.default_rng(seed).permutation(len(rewards))]
+
+
+def collect(params, cfg, tokenizer, task, next_prompts, sampling: SamplingConfig, rng, cc: CollectConfig, *,
+            mesh=None, reward_model=None, vocab_limit: int | None = None) -> tuple[Rollout, np.ndarray, object]:
+    """One step's rollouts: prompts from `next_prompts()` -> G samples each -> rewards, with dynamic sampling.
+
+    Returns (rollout of exactly `cc.prompts_per_step` groups, the rewards to train on [P*G], rng). With dynamic
+    sampling, groups whose rewards are all equal are set aside and more prompts drawn, up to `max_sample_rounds`;
+    set-aside groups (A = 0) only fill up the static batch when the rounds run out. The trained rewards are the
+    rollout's own, or under `reward_control='shuffle'` a permutation of them (seeded from the step's rng).
+    """
+    import jax
+    rounds = cc.max_sample_rounds if cc.dynamic_sampling else 1
+    parts, set_aside, kept = [], [], 0
+    for _ in range(rounds):
+        rng, key = jax.random.split(rng)
+        ro = rollout(params, cfg, tokenizer, task, next_prompts(), sampling, key, template=cc.template,
+                     weights=dict(cc.weights), mesh=mesh, overlong_buffer=cc.overlong_buffer,
+                     reward_model=reward_model, vocab_limit=vocab_limit)
+        if not cc.dynamic_sampling:
+            parts = [ro]
+            break
+        good = informative_groups(ro)
+        parts.append(ro.select_groups(good))
+        set_aside.append(ro.select_groups(~good))
+        kept += int(good.sum())
+        if kept >= cc.prompts_per_step:
+            break
+    batch = Rollout.concat(parts + set_aside)
+    batch = batch.select_groups(np.arange(len(batch.examples)) < cc.prompts_per_step)
+    trained = batch.rewards
+    if cc.reward_control == "shuffle":
+        seed = int(jax.random.randint(jax.random.fold_in(rng, 0x5EED), (), 0, 2 ** 31 - 1))
+        trained = shuffled_rewards(batch.rewards, seed)
+    return batch, trained, rng
 
 
 def build_batch(ro: Rollout, advantages: np.ndarray, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -135,5 +202,6 @@ def rollout_metrics(ro: Rollout, max_new_tokens: int) -> dict[str, float]:
     return out
 
 
-def advantages_for(ro: Rollout, scale: str) -> np.ndarray:
-    return np.asarray(group_advantages(ro.rewards, ro.group_size, scale=scale))
+def advantages_for(ro: Rollout, scale: str, rewards: np.ndarray | None = None) -> np.ndarray:
+    """Group advantages of the rollout's rewards (or of `rewards`, the control's, in the same row order)."""
+    return np.asarray(group_advantages(ro.rewards if rewards is None else rewards, ro.group_size, scale=scale))

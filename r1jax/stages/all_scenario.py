@@ -98,9 +98,9 @@ def general_prompts(path: str) -> list[dict]:
 def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     if common.is_finished(workdir):
         return common.final_dir(workdir)
-    if not config.get("reward_model", ""):
+    if not config.reward_model:
         raise ValueError("all-scenario RL needs `reward_model`: the reward-model stage's output")
-    task = MixedTask(grpo.make_task(config), general_prompts(config.get("general_data", "")),
-                     config.get("general_share", 0.25))
-    scorer = rm_lib.load_scorer(config.reward_model, batch=config.get("rm_batch_size", 64))
+    task = MixedTask(grpo.make_task(config), general_prompts(config.general_data),
+                     config.general_share)
+    scorer = rm_lib.load_scorer(config.reward_model, batch=config.rm_batch_size)
     return grpo.run(config, workdir, task=task, reward_model=scorer)

@@ -78,7 +78,7 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
         samples = trace_samples(task, examples, config.seed)
         model = ""
     else:
-        model = config.get("rollouts_from", "") or config.get("init_from", "")
+        model = config.rollouts_from or config.init_from
         if not model:
             raise ValueError("cold_start source 'rollouts' needs `rollouts_from` or `init_from`: a model to sample")
         cfg, params, _ = common.load_model(model, mesh, common.numeric_overrides(config))
@@ -90,8 +90,8 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
     manifest = {"source": source, "rollouts_from": model, "num_prompts": len(examples), **manifest,
                 "total_records": len(kept)}
     logging.info("cold start: kept %d of %d samples (%s)", len(kept), manifest["num_samples"], manifest["dropped"])
-    if len(kept) < max(1, config.get("min_examples", 1)):
-        raise ValueError(f"cold start kept {len(kept)} examples (< min_examples={config.get('min_examples', 1)}); "
+    if len(kept) < max(1, config.min_examples):
+        raise ValueError(f"cold start kept {len(kept)} examples (< min_examples={config.min_examples}); "
                          f"drops: {manifest['dropped']}. Sample more (samples.num_prompts / samples.k), start from a "
                          "stronger model (rollouts_from), or use source='traces' or a JSONL file")
     rj.write_dataset(outdir, kept, manifest)

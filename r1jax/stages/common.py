@@ -127,22 +127,82 @@ def stage_config(config: ml_collections.ConfigDict, section: str, **updates) -> 
     return out
 
 
-def initial_model(config: ml_collections.ConfigDict, mesh, tokenizer: str) -> tuple[ModelConfig, Any, str]:
-    """(cfg, params or None, tokenizer): the `init_from` model loaded onto `mesh` (its tokenizer with it), else the
-    config's model to be initialised from scratch."""
+def model_config_at(path: str, overrides: dict | None = None) -> ModelConfig:
+    """The ModelConfig of a stage output (model.json) or an HF folder (config.json), without reading weights."""
+    if os.path.exists(os.path.join(path, "config.json")):
+        from r1jax.models import hf
+        cfg = hf.converter(hf.read_config(path).get("model_type", "")).config_from_hf(hf.read_config(path))
+    elif os.path.exists(os.path.join(path, "model.json")):
+        cfg = _config_from_dict(read_model_meta(path)["model"])
+    else:
+        raise FileNotFoundError(f"{path} is neither a stage output (model.json + params/) nor an HF folder "
+                                f"(config.json + safetensors)")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def tokenizer_at(path: str, default: str) -> str:
+    """The tokenizer spec that goes with a model folder: an HF folder is its own; a stage output names its own."""
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    return read_model_meta(path).get("tokenizer", default)
+
+
+@dataclasses.dataclass
+class Start:
+    """Where a stage starts: its model config, train state (on the mesh), tokenizer spec, checkpointer, first step
+    and the step source built on that state (None when the stage gave no `source_for`)."""
+    cfg: ModelConfig
+    state: Any
+    shardings: Any
+    tokenizer: str
+    checkpointer: ckpt.Checkpointer
+    step: int
+    optimizer: Any
+    source: Any = None
+
+
+def start(config: ml_collections.ConfigDict, workdir: str, mesh, optimizer_for, loop, *, tokenizer: str = "byte",
+          boxed_init=None, from_lm=None, source_for=None) -> Start:
+    """The one place that decides where a stage's weights come from. In this order:
+
+        1. this stage's own latest checkpoint in <workdir>/ckpt: a rerun resumes (no other weights are read);
+        2. config.init_from: an earlier stage's output (final/: model.json + params) or an HF folder, loaded onto
+           the mesh (`model_overrides` may change numerics, not shapes);
+        3. scratch: config.model + config.model_overrides, initialised from PRNGKey(config.seed).
+
+    optimizer_for(cfg) -> optax optimizer. boxed_init(cfg, rng) -> boxed params of what is trained (default: the
+    transformer); from_lm(cfg, lm_params) -> those params when init_from holds a language model (the reward model
+    wraps it with a fresh head). source_for(state, cfg, tokenizer) -> the loop's step source, built on the state
+    (abstract when resuming) before a resume loads the source's own checkpointed arrays (reference model, rng, data
+    iterator) into it.
+    """
+    from r1jax.models.transformer import init_params
+    from r1jax.training.state import abstract_state, create_state
+    boxed_init = boxed_init or init_params
     init_path = resolve_init(config)
+    overrides = numeric_overrides(config)
     if init_path:
-        return load_model(init_path, mesh, numeric_overrides(config))
-    return model_config(config), None, tokenizer
-
-
-def resume(workdir: str, config: ml_collections.ConfigDict, state):
-    """(checkpointer, state, start step) for a stage's `<workdir>/ckpt`: restored from the latest step if any."""
+        cfg, tok = model_config_at(init_path, overrides), tokenizer_at(init_path, tokenizer)
+    else:
+        cfg, tok = model_config(config), tokenizer
+    if not tok:
+        raise ValueError("config.tokenizer is empty and init_from is not set: an empty tokenizer means 'the one "
+                         "that comes with init_from' (an HF folder or a stage output)")
+    optimizer = optimizer_for(cfg)
     checkpointer = ckpt.Checkpointer(os.path.join(workdir, "ckpt"), max_to_keep=2,
-                                     save_interval_steps=config.get("checkpoint_every", 1000))
-    start = 0
-    if checkpointer.latest_step() is not None:
-        state, _ = checkpointer.restore(ckpt.abstract_like(state))
-        start = int(state.step)
-        logging.info("resumed at step %d", start)
-    return checkpointer, state, start
+                                     save_interval_steps=config.checkpoint_every)
+    if checkpointer.latest_step() is not None:                                       # 1. resume
+        state, shardings = abstract_state(cfg, optimizer, mesh, boxed_init)
+        source = source_for(state, cfg, tok) if source_for else None
+        state, step = loop.restore(checkpointer, state, source)
+        return Start(cfg, state, shardings, tok, checkpointer, step, optimizer, source)
+    params = None
+    if init_path:                                                                    # 2. an earlier model
+        _, params, _ = load_model(init_path, mesh, overrides)
+        if from_lm is not None:
+            params = from_lm(cfg, params)
+    state, shardings = create_state(cfg, optimizer, mesh, jax.random.PRNGKey(config.seed), params=params,
+                                    boxed_init=boxed_init)                          # 3. scratch when params is None
+    del params
+    return Start(cfg, state, shardings, tok, checkpointer, 0, optimizer,
+                 source_for(state, cfg, tok) if source_for else None)

@@ -22,21 +22,14 @@ import json
 import logging
 import os
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
-from r1jax import sharding as sh
 from r1jax.models.config import ModelConfig, flops_per_token, param_count
 from r1jax.stages import common
 from r1jax.stages import rejection as rj
-from r1jax.stages.sft import batch_for_step, schedule, total_steps, train_sft
+from r1jax.stages.sft import Teacher, total_steps, train_sft
 from r1jax.tokenizer import load_tokenizer
-from r1jax.training.metrics import MetricWriter, Progress
-from r1jax.training.optim import lr_schedule, make_optimizer
-from r1jax.training.plots import plot_curves
-from r1jax.training.sft import check_same_vocab, distill_loss, next_token_loss, pack_examples, split_model_output
-from r1jax.training.state import create_state, model_apply, router_bias_update
+from r1jax.training.sft import check_same_vocab, pack_examples
 
 COMPUTE = "compute.json"
 
@@ -105,92 +98,12 @@ def check_distillable(student_cfg: ModelConfig, student_tok: str, teacher_cfg: M
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# SFT with a teacher
-# ----------------------------------------------------------------------------------------------------------------
-def make_distill_step(student_apply, teacher_apply, optimizer, *, weight: float, temperature: float, lr_fn,
-                      post_update=None):
-    """(state, teacher_params, batch) -> (state, metrics); batch has the keys of pack_examples. The apply functions
-    follow training/state.model_apply; `post_update(params, router_counts)` is the MoE router-bias step."""
-    import optax
-
-    def step(state, teacher_params, batch):
-        args = (batch["tokens"], batch["positions"], batch["segment_ids"])
-        teacher_logits = split_model_output(teacher_apply(teacher_params, *args))[0]
-
-        def loss_fn(params):
-            logits, aux, counts = split_model_output(student_apply(params, *args))
-            aux = jnp.zeros((), jnp.float32) if aux is None else aux
-            ce, metrics = next_token_loss(logits, batch["tokens"], batch["loss_mask"])
-            kl, kl_metrics = distill_loss(logits, teacher_logits, batch["loss_mask"], temperature)
-            metrics.update(kl_metrics, ce=ce, aux_loss=aux)
-            return (1.0 - weight) * ce + weight * kl + aux, (metrics, counts)
-
-        grads, (metrics, counts) = jax.grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if post_update is not None and counts is not None:
-            params = post_update(params, counts)
-        metrics.update(grad_norm=optax.global_norm(grads), lr=lr_fn(state.step))
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-    return step
-
-
-def train_with_teacher(config, workdir: str, examples, *, pad_id: int, tokenizer: str, teacher_cfg, teacher_params):
-    """train_sft's loop with the logit-distillation loss; returns (final path, steps, rows, seq_len)."""
-    mesh = common.make_mesh(config)
-    cfg, init_params, tokenizer = common.initial_model(config, mesh, tokenizer)
-    rows, stats = pack_examples(examples, config.seq_len, pad_id)
-    if config.batch_size % sh.batch_size_multiple(mesh):
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of {sh.batch_size_multiple(mesh)}")
-    steps = total_steps(config, len(rows["tokens"]))
-    sched_kw = schedule(config, steps)
-    optimizer = make_optimizer(**sched_kw, weight_decay=config.get("weight_decay", 0.1),
-                               grad_clip=config.get("grad_clip", 1.0))
-    state, shardings = create_state(cfg, optimizer, mesh, jax.random.PRNGKey(config.seed), params=init_params)
-    del init_params
-    teacher_sh = jax.tree.map(lambda x: x.sharding, teacher_params)
-    example = batch_for_step(rows, 0, config.batch_size, config.seed)
-    batch_sh = jax.tree.map(lambda x: sh.batch_sharding(mesh, x.ndim), example)
-    step_fn = jax.jit(make_distill_step(model_apply(cfg), model_apply(teacher_cfg), optimizer,
-                                        weight=config.logit.weight, temperature=config.logit.temperature,
-                                        lr_fn=lr_schedule(**sched_kw), post_update=router_bias_update(cfg)),
-                      in_shardings=(shardings, teacher_sh, batch_sh), out_shardings=(shardings, sh.replicated(mesh)),
-                      donate_argnums=0)
-    checkpointer, state, start = common.resume(workdir, config, state)
-    writer = MetricWriter(workdir)
-    progress = Progress(steps, desc="distill", keys=["loss", "distill_kl"], every_s=config.get("progress_every_s", 10))
-    for step in range(start, steps):
-        batch = sh.shard_batch(batch_for_step(rows, step, config.batch_size, config.seed), mesh)
-        with sh.use_mesh(mesh):
-            state, metrics = step_fn(state, teacher_params, batch)
-        if (step + 1) % config.get("log_every", 10) == 0 or step + 1 == steps:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            writer.write(step + 1, metrics)
-            progress.update(step + 1, metrics)
-        checkpointer.save(step + 1, state)
-    checkpointer.save(steps, state, force=checkpointer.latest_step() != steps)
-    checkpointer.wait()
-    checkpointer.close()
-    progress.close()
-    writer.close()
-    plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"), ["loss", "ce", "distill_kl", "lr"])
-    path = common.save_final(workdir, cfg, jax.device_get(state.params), tokenizer, extra={"steps": steps})
-    return path, cfg, steps
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The stage
 # ----------------------------------------------------------------------------------------------------------------
 def student_config(config: ml_collections.ConfigDict) -> tuple[ModelConfig, str]:
-    """The student's ModelConfig and tokenizer spec: from its base checkpoint, else from the config."""
-    init = config.get("init_from", "")
-    if init and os.path.exists(os.path.join(init, "model.json")):
-        meta = common.read_model_meta(init)
-        return common._config_from_dict(meta["model"]), meta.get("tokenizer", config.tokenizer)
-    if init and os.path.exists(os.path.join(init, "config.json")):  # an HF base (Qwen2.5-Math-1.5B, ...)
-        from r1jax.models.hf import dense_config_from_hf
-        with open(os.path.join(init, "config.json")) as fh:
-            return dense_config_from_hf(json.load(fh)), init
+    """The student's ModelConfig and tokenizer spec: from its base (a stage output or HF folder), else the config."""
+    if config.init_from:
+        return common.model_config_at(config.init_from), common.tokenizer_at(config.init_from, config.tokenizer)
     return common.model_config(config), config.tokenizer
 
 
@@ -199,7 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         logging.info("%s already finished", workdir)
         return common.final_dir(workdir)
     os.makedirs(workdir, exist_ok=True)
-    if not config.get("data", ""):
+    if not config.data:
         raise ValueError("distill needs `data`: the teacher's SFT data (a JSONL file or the rejection stage's output)")
     from r1jax.data.pipeline import sft_records
     records = sft_records(rj.dataset_path(config.data))
@@ -213,12 +126,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
     # ---------------------------------------------------------------- teacher (logit distillation only)
     teacher_cfg = teacher_params = None
     if weight > 0:
-        if not config.get("teacher", ""):
+        if not config.teacher:
             raise ValueError("logit distillation (logit.weight > 0) needs `teacher`")
-        if os.path.exists(os.path.join(config.teacher, "model.json")):  # check before loading a large teacher
-            meta = common.read_model_meta(config.teacher)
-            check_distillable(student_cfg, student_tok, common._config_from_dict(meta["model"]),
-                              meta.get("tokenizer", "byte"))
+        # Checked before a large teacher is loaded, and again on what was loaded.
+        check_distillable(student_cfg, student_tok, common.model_config_at(config.teacher),
+                          common.tokenizer_at(config.teacher, "byte"))
         teacher_cfg, teacher_params, teacher_tok = common.load_model(config.teacher, common.make_mesh(config))
         check_distillable(student_cfg, student_tok, teacher_cfg, teacher_tok)
 
@@ -229,7 +141,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                "records": len(records), "logit_weight": weight}
     with open(os.path.join(workdir, COMPUTE), "w") as fh:
         json.dump(compute, fh, indent=1)
-    if weight > 0:
-        return train_with_teacher(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=student_tok,
-                                  teacher_cfg=teacher_cfg, teacher_params=teacher_params)[0]
-    return train_sft(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=student_tok)
+    teacher = None if weight == 0 else Teacher(teacher_cfg, teacher_params, weight, float(config.logit.temperature))
+    return train_sft(config, workdir, examples, pad_id=tokenizer.pad_id, tokenizer=student_tok, teacher=teacher)

@@ -67,7 +67,7 @@ class Sample:
 
 def filters_from(config: ml_collections.ConfigDict) -> Filters:
     known = {f.name for f in dataclasses.fields(Filters)}
-    given = dict(config.get("filters", {}) or {})
+    given = dict(config.filters)
     unknown = sorted(set(given) - known)
     if unknown:
         raise ValueError(f"unknown filters key(s) {unknown}; known: {sorted(known)}")
@@ -149,12 +149,12 @@ def sample_completions(params, cfg, tokenizer, examples: Sequence[Mapping], s: m
     import jax
     from r1jax.evaluation import generate
     from r1jax.sampling import SamplingConfig
-    sampling = SamplingConfig(temperature=s.temperature, top_p=s.get("top_p", 1.0), max_new_tokens=s.max_new_tokens,
+    sampling = SamplingConfig(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                               n=s.k, stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id,
-                              chunk_size=s.get("chunk_size", 64))
+                              chunk_size=s.chunk_size)
     rng = jax.random.PRNGKey(seed)
     out: list[Sample] = []
-    per = s.get("prompts_per_batch", 64)
+    per = s.prompts_per_batch
     for start in range(0, len(examples), per):
         chunk = list(examples[start:start + per])
         rng, key = jax.random.split(rng)
@@ -253,7 +253,7 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
     if done is not None:
         logging.info("reusing the rejection-sampled dataset in %s", outdir)
         return done
-    if not config.get("sample_from", ""):
+    if not config.sample_from:
         raise ValueError("rejection_sft needs `sample_from`: the RL checkpoint to sample from")
     cfg, params, _ = common.load_model(config.sample_from, mesh, common.numeric_overrides(config))
     examples = select_prompts(task.train_examples(), config.samples.num_prompts, config.seed)
@@ -261,8 +261,8 @@ def build_dataset(config: ml_collections.ConfigDict, outdir: str, tokenizer, tas
                                  seed=config.seed + 11, mesh=mesh)
     del params
     kept, manifest = filter_samples(samples, task, filters_from(config))
-    general = general_records(config.get("general_data", ""),
-                              general_count(len(kept), config.general_share, config.get("min_general", 0)))
+    general = general_records(config.general_data,
+                              general_count(len(kept), config.general_share, config.min_general))
     manifest = {"sample_from": config.sample_from, "num_prompts": len(examples), "samples_per_prompt":
                 config.samples.k, "temperature": config.samples.temperature, **manifest,
                 "general_records": len(general), "total_records": len(kept) + len(general)}

@@ -21,7 +21,6 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,13 +31,15 @@ from r1jax.data import preferences as prefs
 from r1jax.models.reward_head import RewardModel, bradley_terry_loss, init_head
 from r1jax.rewards.format import THINK_CLOSE, THINK_OPEN, parse_reasoning
 from r1jax.stages import common
-from r1jax.stages.sft import schedule
+from r1jax.stages.sft import Rows, batch_for_step, microbatches_for, optimizer_for, schedule
 from r1jax.tokenizer import get_template, load_tokenizer
 from r1jax.training import checkpoint as ckpt
-from r1jax.training.metrics import MetricWriter, Progress
-from r1jax.training.optim import lr_schedule, make_optimizer
+from r1jax.training.loop import Loop
+from r1jax.training.metrics import MetricWriter
+from r1jax.training.optim import lr_schedule
 from r1jax.training.plots import plot_curves
-from r1jax.training.sft import TrainState
+from r1jax.training.state import jit_step, router_bias_update
+from r1jax.training.step import make_train_step, row_fraction
 
 KIND = "reward_model"
 
@@ -154,41 +155,44 @@ def load_scorer(path: str, batch: int = 64) -> Scorer:
 # ----------------------------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------------------------
-def make_rm_step(cfg, optimizer, lr_fn):
-    """(state, batch{'tokens','mask': [B, 2, T]}) -> (state, metrics): one Bradley-Terry step."""
+def rm_normalizers(batch) -> dict:
+    return {"n_pairs": jnp.float32(batch["tokens"].shape[0]), "n_rows": jnp.float32(batch["tokens"].shape[0])}
+
+
+def make_rm_loss(cfg):
+    """The Bradley-Terry loss of the shared step (training/step.py) over batch{'tokens','mask': [B, 2, T]} (index 0
+    on axis 1 is the chosen response); an MoE reward model adds its balance loss and reports expert counts for the
+    router-bias step, like every other stage."""
     model = RewardModel(cfg)
 
-    def step(state: TrainState, batch):
+    def loss_fn(params, batch, norm):
         B, _, T = batch["tokens"].shape
-
-        def loss_fn(params):
-            s = model.apply({"params": params}, batch["tokens"].reshape(2 * B, T), batch["mask"].reshape(2 * B, T))
-            s = s.reshape(B, 2)
-            return bradley_terry_loss(s[:, 0], s[:, 1])
-
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-        import optax
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["lr"] = lr_fn(state.step)
-        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state), metrics
-    return step
+        s, aux = model.apply({"params": params}, batch["tokens"].reshape(2 * B, T), batch["mask"].reshape(2 * B, T),
+                             return_aux=True)
+        s = s.reshape(B, 2)
+        loss, metrics = bradley_terry_loss(s[:, 0], s[:, 1], norm["n_pairs"])
+        counts = None
+        if cfg.is_moe:
+            from r1jax.models.moe import moe_aux_loss, router_counts
+            aux_loss = moe_aux_loss(aux) * row_fraction(batch, norm)
+            metrics["aux_loss"] = aux_loss
+            loss, counts = loss + aux_loss, router_counts(aux)
+        return loss, metrics, counts
+    return loss_fn
 
 
-def create_rm_state(cfg, optimizer, mesh, params) -> tuple[TrainState, TrainState]:
-    """A TrainState on the mesh: shardings from the boxed RewardModel (the transformer's logical names)."""
+def rm_boxed_init(cfg, rng):
     dummy = (jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), jnp.int32))
-    boxed = jax.eval_shape(lambda: RewardModel(cfg).init(jax.random.PRNGKey(0), *dummy)["params"])
-    shardings = sh.param_shardings(jax.eval_shape(lambda p: TrainState.create(p, optimizer), boxed), mesh)
-    with sh.use_mesh(mesh):
-        params = jax.device_put(params, shardings.params)
-        state = jax.jit(lambda p: TrainState.create(p, optimizer), out_shardings=shardings)(params)
-    return state, shardings
+    return RewardModel(cfg).init(rng, *dummy)["params"]
+
+
+def with_head(cfg, lm_params) -> dict:
+    """A language model's params as the reward model's transformer, beside a fresh (zero) score head."""
+    return {"transformer": lm_params, "score_head": init_head(cfg)}
 
 
 def load_pairs(config: ml_collections.ConfigDict, task) -> list[dict]:
-    if config.get("pairs", ""):
+    if config.pairs:
         return prefs.preference_records(config.pairs)
     from r1jax.data.pipeline import sft_records
     b = config.builtin
@@ -213,61 +217,41 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
         raise ValueError("no training preference pairs (all pairs fell in the held-out split?)")
     train_data = encode_pairs(train, tokenizer, config.template, config.seq_len)
     test_data = encode_pairs(test, tokenizer, config.template, config.seq_len)
-    steps = int(config.get("steps", 0) or max(1, config.epochs * len(train) // config.batch_size))
+    steps = int(config.steps or max(1, config.epochs * len(train) // config.batch_size))
     if config.batch_size % sh.batch_size_multiple(mesh):
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of the mesh's batch axes "
                          f"({sh.batch_size_multiple(mesh)})")
     logging.info("reward model: %d train / %d held-out pairs, %d steps", len(train), len(test), steps)
 
-    # ---------------------------------------------------------------- model, state, step
-    init_path = common.resolve_init(config)
-    if init_path:
-        cfg, lm_params, _ = common.load_model(init_path, None, common.numeric_overrides(config))
-    else:
-        cfg = common.model_config(config)
-        from r1jax.models.transformer import init_params
-        lm_params = nn.unbox(init_params(cfg, jax.random.PRNGKey(config.seed)))
-    params = {"transformer": lm_params, "score_head": init_head(cfg)}
+    # ---------------------------------------------------------------- weights, step, loop
     sched_kw = schedule(config, steps)
-    optimizer = make_optimizer(**sched_kw, weight_decay=config.get("weight_decay", 0.0),
-                               grad_clip=config.get("grad_clip", 1.0))
-    state, shardings = create_rm_state(cfg, optimizer, mesh, params)
-    del params, lm_params
-    from r1jax.training.state import jit_step
-    example = batch_for_step(train_data, 0, config.batch_size, config.seed)
-    step_fn = jit_step(make_rm_step(cfg, optimizer, lr_schedule(**sched_kw)), shardings, mesh, example)
+    loop = Loop(workdir, steps, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                progress_every_s=config.progress_every_s, desc="reward_model", keys=("loss", "accuracy"))
+    begin = common.start(config, workdir, mesh, optimizer_for(config, sched_kw), loop, tokenizer=config.tokenizer,
+                         boxed_init=rm_boxed_init, from_lm=with_head,
+                         source_for=lambda state, cfg, tok: Rows(train_data, config.batch_size, config.seed))
+    cfg = begin.cfg
+    step_fn = make_train_step(make_rm_loss(cfg), begin.optimizer, normalizers=rm_normalizers,
+                              num_microbatches=microbatches_for(config, config.batch_size, 2 * config.seq_len, mesh),
+                              post_update=router_bias_update(cfg, subtree="transformer"),
+                              lr_fn=lr_schedule(**sched_kw), mesh=mesh)
+    step_fn = jit_step(step_fn, begin.shardings, mesh, batch_for_step(train_data, 0, config.batch_size, config.seed))
     score = score_fn(cfg)
-    eval_batch = config.get("eval_batch_size", 64)
-    checkpointer, state, start = common.resume(workdir, config, state)
-
-    writer = MetricWriter(workdir)
     eval_dir = os.path.join(workdir, "eval")
     os.makedirs(eval_dir, exist_ok=True)
-    if start == 0:
-        before = pair_accuracy(score, jax.device_get(state.params), test, test_data, eval_batch)
+    writer = MetricWriter(workdir)
+    if begin.step == 0:
+        before = pair_accuracy(score, jax.device_get(begin.state.params), test, test_data, config.eval_batch_size)
         _write_json(os.path.join(eval_dir, "before.json"), before)
         if test:
             writer.write(0, {"eval/pair_accuracy": before["pair_accuracy"]})
-
-    # ---------------------------------------------------------------- loop
-    progress = Progress(steps, desc="reward_model", keys=["loss", "accuracy"],
-                        every_s=config.get("progress_every_s", 10.0))
-    for step in range(start, steps):
-        batch = sh.shard_batch(batch_for_step(train_data, step, config.batch_size, config.seed), mesh)
-        state, metrics = step_fn(state, batch)
-        if (step + 1) % config.get("log_every", 10) == 0 or step + 1 == steps:
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            writer.write(step + 1, metrics)
-            progress.update(step + 1, metrics)
-        checkpointer.save(step + 1, state)
-    checkpointer.save(steps, state, force=checkpointer.latest_step() != steps)
-    checkpointer.wait()
-    checkpointer.close()
-    progress.close()
+    state = loop.run(begin.state, step_fn, begin.source, checkpointer=begin.checkpointer, start=begin.step,
+                     mesh=mesh, writer=writer)
+    begin.checkpointer.close()
 
     # ---------------------------------------------------------------- held-out accuracy and output
     params = jax.device_get(state.params)
-    after = pair_accuracy(score, params, test, test_data, eval_batch)
+    after = pair_accuracy(score, params, test, test_data, config.eval_batch_size)
     _write_json(os.path.join(eval_dir, "after.json"), after)
     if test:
         writer.write(steps, {"eval/pair_accuracy": after["pair_accuracy"]})
@@ -276,7 +260,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> str:
                  _read_json(os.path.join(eval_dir, "before.json")).get("pair_accuracy"))
     plot_curves(writer.jsonl_path, os.path.join(workdir, "curves.png"), ["loss", "accuracy", "margin",
                                                                         "eval/pair_accuracy"])
-    return common.save_final(workdir, cfg, params, config.tokenizer,
+    return common.save_final(workdir, cfg, params, begin.tokenizer,
                              extra={"kind": KIND, "template": config.template, "seq_len": config.seq_len,
                                     "steps": steps, "heldout_pair_accuracy": after["pair_accuracy"],
                                     "heldout_pairs": len(test)})

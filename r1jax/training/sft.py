@@ -13,13 +13,16 @@ Conventions (used by every function here):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from r1jax.logprobs import Hidden, kl_terms, token_stats
+from r1jax.training.step import make_train_step, row_fraction
 
 OVERLONG = ("truncate", "drop")
 
@@ -118,106 +121,71 @@ def pack_examples(
 
 
 # ----------------------------------------------------------------------------------------------
-# Losses.
+# Losses: additive over rows given the batch-wide `norm` (training/step.py), so micro-batching is exact.
 # ----------------------------------------------------------------------------------------------
 
 
-def next_token_loss(
-    logits_BxTxV: jax.Array, tokens_BxT: jax.Array, loss_mask_BxT: jax.Array
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean cross-entropy (nats, fp32) of ``tokens[:, t+1]`` under ``logits[:, t]`` where ``loss_mask[:, t]``.
+def sft_normalizers(batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Batch-wide constants of the supervised losses: trained positions and rows."""
+    mask = batch["loss_mask"]
+    return {"n_tokens": mask[:, :-1].astype(jnp.float32).sum(), "n_rows": jnp.float32(mask.shape[0])}
 
-    Returns ``(loss, {"loss", "accuracy", "n_tokens"})``; with no masked target loss = accuracy = 0.
+
+def _predicting(out):
+    """Logits or Hidden of the positions that predict a next token (all but the last)."""
+    if isinstance(out, Hidden):
+        return Hidden(out.hidden_BxTxD[:, :-1], out.head)
+    return out[:, :-1]
+
+
+def _check_shapes(out, tokens_BxT, loss_mask_BxT):
+    lead = out.hidden_BxTxD.shape[:2] if isinstance(out, Hidden) else out.shape[:2]
+    if tuple(lead) != tuple(tokens_BxT.shape) or tokens_BxT.shape != loss_mask_BxT.shape:
+        raise ValueError(f"shape mismatch: model output {tuple(lead)}, tokens {tokens_BxT.shape}, "
+                         f"loss_mask {loss_mask_BxT.shape}")
+
+
+def next_token_loss(out, tokens_BxT: jax.Array, loss_mask_BxT: jax.Array, norm: Mapping | None = None,
+                    vocab_limit: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Cross-entropy (nats, fp32) of ``tokens[:, t+1]`` under position t's prediction where ``loss_mask[:, t]``.
+
+    ``out``: logits [B, T, V] or ``Hidden`` (then computed a chunk of positions at a time, r1jax.logprobs).
+    ``norm``: batch-wide constants (``sft_normalizers`` of the whole batch); None = this batch's own, i.e. the mean
+    over its masked positions. Returns ``(loss, {"loss", "accuracy", "n_tokens"})``; with no target loss = 0.
     """
-    if logits_BxTxV.shape[:2] != tokens_BxT.shape or tokens_BxT.shape != loss_mask_BxT.shape:
-        raise ValueError(
-            f"shape mismatch: logits {logits_BxTxV.shape}, tokens {tokens_BxT.shape}, loss_mask {loss_mask_BxT.shape}"
-        )
-    logits = logits_BxTxV[:, :-1].astype(jnp.float32)
-    targets = tokens_BxT[:, 1:]
+    _check_shapes(out, tokens_BxT, loss_mask_BxT)
+    stats = token_stats(_predicting(out), tokens_BxT[:, 1:], vocab_limit=vocab_limit, want=("logp", "correct"))
     mask = loss_mask_BxT[:, :-1].astype(jnp.float32)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
-    n_tokens = mask.sum()
-    denom = jnp.maximum(n_tokens, 1.0)
-    loss = (nll * mask).sum() / denom
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    accuracy = (correct * mask).sum() / denom
-    return loss, {"loss": loss, "accuracy": accuracy, "n_tokens": n_tokens}
+    denom = jnp.maximum((norm or sft_normalizers({"loss_mask": loss_mask_BxT}))["n_tokens"], 1.0)
+    loss = -(stats["logp"] * mask).sum() / denom
+    return loss, {"loss": loss, "accuracy": (stats["correct"] * mask).sum() / denom, "n_tokens": mask.sum()}
 
 
-class Hidden(NamedTuple):
-    """What an apply_fn may return instead of logits: final hidden states and the head that makes logits of them.
+def distill_loss(student, teacher, mask_BxT: jax.Array, temperature: float = 1.0, norm: Mapping | None = None,
+                 vocab_limit: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Forward KL(teacher || student) of the temperature-softened next-token distributions, x T^2.
 
-    The SFT step then computes the loss in chunks of tokens (`next_token_loss_chunked`), so the [B, T, V] fp32
-    logits never exist at once - with a 152k vocabulary they are the largest tensor of the step.
-    """
-    hidden_BxTxD: jax.Array
-    head: Callable[[jax.Array], jax.Array]
-
-
-def next_token_loss_chunked(
-    hidden_BxTxD: jax.Array, head: Callable[[jax.Array], jax.Array], tokens_BxT: jax.Array,
-    loss_mask_BxT: jax.Array, chunk: int = 2048,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """`next_token_loss` of `head(hidden)` computed `chunk` tokens at a time; the backward pass recomputes each
-    chunk's logits (jax.checkpoint) instead of keeping them."""
-    B, T, D = hidden_BxTxD.shape
-    h = hidden_BxTxD[:, :-1].reshape(-1, D)
-    targets = tokens_BxT[:, 1:].reshape(-1)
-    mask = loss_mask_BxT[:, :-1].astype(jnp.float32).reshape(-1)
-    n = h.shape[0]
-    chunk = min(chunk, n)
-    pad = -n % chunk
-    h = jnp.pad(h, ((0, pad), (0, 0))).reshape(-1, chunk, D)
-    targets = jnp.pad(targets, (0, pad)).reshape(-1, chunk)
-    mask = jnp.pad(mask, (0, pad)).reshape(-1, chunk)
-
-    @jax.checkpoint
-    def one(carry, xs):
-        h_c, t_c, m_c = xs
-        logits = head(h_c).astype(jnp.float32)
-        nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0]
-        correct = (jnp.argmax(logits, axis=-1) == t_c).astype(jnp.float32)
-        return (carry[0] + (nll * m_c).sum(), carry[1] + (correct * m_c).sum()), None
-
-    zero = jnp.zeros((), jnp.float32)
-    (nll_sum, correct_sum), _ = jax.lax.scan(one, (zero, zero), (h, targets, mask))
-    n_tokens = mask.sum()
-    denom = jnp.maximum(n_tokens, 1.0)
-    loss = nll_sum / denom
-    return loss, {"loss": loss, "accuracy": correct_sum / denom, "n_tokens": n_tokens}
-
-
-def distill_loss(
-    student_logits_BxTxV: jax.Array,
-    teacher_logits_BxTxV: jax.Array,
-    mask_BxT: jax.Array,
-    temperature: float = 1.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Forward KL(teacher || student) of the temperature-softened next-token distributions, × T².
-
-    Averaged over positions where ``mask_BxT`` is 1 (the SFT ``loss_mask`` works as is: it marks the
-    positions whose next-token prediction is trained). Fp32; no gradient flows into the teacher.
+    ``student`` / ``teacher``: logits [B, T, V] or ``Hidden`` (both the same kind). Averaged over positions where
+    ``mask_BxT`` is 1 (the SFT ``loss_mask`` marks the positions whose next-token prediction is trained), over the
+    batch-wide count when ``norm`` is given. Fp32; no gradient flows into the teacher.
     Returns ``(loss, {"distill_kl", "n_tokens"})``.
     """
-    if student_logits_BxTxV.shape != teacher_logits_BxTxV.shape:
-        raise ValueError(
-            f"student logits {student_logits_BxTxV.shape} and teacher logits {teacher_logits_BxTxV.shape} differ "
-            "(a different vocab size? see check_same_vocab)"
-        )
-    if mask_BxT.shape != student_logits_BxTxV.shape[:2]:
-        raise ValueError(f"mask {mask_BxT.shape} does not match logits {student_logits_BxTxV.shape}")
+    s_shape = student.hidden_BxTxD.shape[:2] if isinstance(student, Hidden) else student.shape
+    t_shape = teacher.hidden_BxTxD.shape[:2] if isinstance(teacher, Hidden) else teacher.shape
+    if isinstance(student, Hidden) != isinstance(teacher, Hidden) or (
+            not isinstance(student, Hidden) and s_shape != t_shape):
+        raise ValueError(f"student output {s_shape} and teacher output {t_shape} differ "
+                         "(a different vocab size? see check_same_vocab)")
+    if mask_BxT.shape != tuple(s_shape[:2]):
+        raise ValueError(f"mask {mask_BxT.shape} does not match the model output {tuple(s_shape[:2])}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    t = jnp.float32(temperature)
-    log_q = jax.nn.log_softmax(student_logits_BxTxV.astype(jnp.float32) / t, axis=-1)
-    log_p = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits_BxTxV).astype(jnp.float32) / t, axis=-1)
-    kl_BxT = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+    kl_BxT = kl_terms(student, teacher, temperature, vocab_limit)
     mask = mask_BxT.astype(jnp.float32)
     n_tokens = mask.sum()
-    kl = (kl_BxT * mask).sum() / jnp.maximum(n_tokens, 1.0)
-    return kl * t * t, {"distill_kl": kl, "n_tokens": n_tokens}
+    denom = jnp.maximum(norm["n_tokens"] if norm is not None else n_tokens, 1.0)
+    kl = (kl_BxT * mask).sum() / denom
+    return kl * temperature * temperature, {"distill_kl": kl, "n_tokens": n_tokens}
 
 
 def check_same_vocab(student_vocab: Any, teacher_vocab: Any) -> None:
@@ -267,7 +235,7 @@ class TrainState:
 def split_model_output(out):
     """(logits | Hidden, aux_loss scalar | None, router_counts | None) from an apply_fn's output: logits, or
     (logits, scalar aux loss), or (logits, {'loss': scalar, 'router_counts': ...})."""
-    if not isinstance(out, tuple):
+    if not isinstance(out, tuple) or isinstance(out, Hidden):
         return out, None, None
     logits, aux = out
     if isinstance(aux, Mapping):
@@ -280,44 +248,48 @@ def split_model_output(out):
     return logits, aux, None
 
 
+def make_sft_loss(apply_fn: Callable[..., Any], *, teacher_apply: Callable[..., Any] | None = None,
+                  distill_weight: float = 0.0, temperature: float = 1.0, vocab_limit: int | None = None):
+    """The supervised loss of the shared step (training/step.py): ``loss_fn(params, batch, norm, *consts)``.
+
+    Next-token CE on the response positions; with ``teacher_apply`` (consts = (teacher_params,)) the loss is
+    (1 - w) CE + w T^2 KL(teacher_T || student_T) (logit distillation, w = ``distill_weight``). The apply functions
+    follow training/state.model_apply; the scalar aux loss (MoE balance, MTP) is added per micro-batch weighted by
+    its share of the rows. ``batch`` has the keys of ``pack_examples``.
+    """
+    def loss_fn(params, batch, norm, *consts):
+        args = (batch["tokens"], batch["positions"], batch["segment_ids"])
+        out, aux_loss, counts = split_model_output(apply_fn(params, *args))
+        loss, metrics = next_token_loss(out, batch["tokens"], batch["loss_mask"], norm, vocab_limit)
+        if teacher_apply is not None:
+            teacher_out = split_model_output(teacher_apply(consts[0], *args))[0]
+            kl, kl_metrics = distill_loss(_predicting(out), _predicting(teacher_out), batch["loss_mask"][:, :-1],
+                                          temperature, norm, vocab_limit)
+            metrics.update(distill_kl=kl_metrics["distill_kl"], ce=loss)
+            loss = (1.0 - distill_weight) * loss + distill_weight * kl
+            metrics["loss"] = loss
+        if aux_loss is not None:
+            aux = aux_loss * row_fraction(batch, norm)
+            metrics["aux_loss"] = aux
+            loss = loss + aux
+        return loss, metrics, counts
+    return loss_fn
+
+
 def make_sft_step(
     apply_fn: Callable[..., Any],
     optimizer: optax.GradientTransformation,
     *,
     lr_schedule: Callable[[jax.Array], jax.Array] | None = None,
     post_update: Callable[[Any, Any], Any] | None = None,
+    num_microbatches: int = 1,
+    mesh=None,
+    vocab_limit: int | None = None,
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]:
-    """A pure SFT step ``(state, batch) -> (state, metrics)``; jit it with ``donate_argnums=0``.
-
-    ``apply_fn(params, tokens_BxT, positions_BxT, segment_ids_BxT)`` returns ``logits_BxTxV`` (or ``Hidden``), or
-    ``(logits, aux_loss)``, or ``(logits, {'loss': aux_loss, 'router_counts': ...})``: the scalar aux loss (e.g. an
-    MoE balance loss, already weighted) is added to the objective. ``post_update(params, router_counts)`` runs after
-    the optimizer (the MoE router-bias step). ``batch`` has the keys of ``pack_examples``.
-    Metrics: loss (next-token CE), accuracy, n_tokens, grad_norm (before clipping), [aux_loss], [lr].
-    """
-
-    def step(state: TrainState, batch: Mapping[str, jax.Array]):
-        def loss_fn(params):
-            out = apply_fn(params, batch["tokens"], batch["positions"], batch["segment_ids"])
-            logits, aux_loss, counts = split_model_output(out)
-            if isinstance(logits, Hidden):
-                loss, metrics = next_token_loss_chunked(logits.hidden_BxTxD, logits.head, batch["tokens"],
-                                                        batch["loss_mask"])
-            else:
-                loss, metrics = next_token_loss(logits, batch["tokens"], batch["loss_mask"])
-            if aux_loss is not None:
-                metrics["aux_loss"] = aux_loss
-                loss = loss + aux_loss
-            return loss, (metrics, counts)
-
-        grads, (metrics, counts) = jax.grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        if post_update is not None and counts is not None:
-            params = post_update(params, counts)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        if lr_schedule is not None:
-            metrics["lr"] = lr_schedule(state.step)
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-    return step
+    """The SFT step ``(state, batch) -> (state, metrics)`` of training/step.make_train_step; jit it with
+    ``donate_argnums=0``. ``apply_fn(params, tokens, positions, segment_ids)`` returns logits (or
+    ``Hidden``), optionally with an aux loss (see ``split_model_output``). Metrics: loss (next-token CE), accuracy,
+    n_tokens, grad_norm (before clipping), [aux_loss], [lr]."""
+    return make_train_step(make_sft_loss(apply_fn, vocab_limit=vocab_limit), optimizer,
+                           num_microbatches=num_microbatches, normalizers=sft_normalizers, post_update=post_update,
+                           lr_fn=lr_schedule, mesh=mesh)

@@ -267,7 +267,7 @@ def test_chunked_loss_matches_full_loss_and_grads():
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from r1jax.training.sft import next_token_loss, next_token_loss_chunked
+    from r1jax.training.sft import Hidden, next_token_loss
 
     rng = np.random.default_rng(0)
     h = jnp.asarray(rng.normal(size=(3, 9, 8)), jnp.float32)
@@ -279,7 +279,7 @@ def test_chunked_loss_matches_full_loss_and_grads():
         return next_token_loss(h @ w, tokens, mask)
 
     def chunked(h, w):
-        return next_token_loss_chunked(h, lambda x: x @ w, tokens, mask, chunk=5)
+        return next_token_loss(Hidden(h, lambda x: x @ w), tokens, mask)
 
     (l1, m1), g1 = jax.value_and_grad(full, argnums=(0, 1), has_aux=True)(h, w)
     (l2, m2), g2 = jax.value_and_grad(chunked, argnums=(0, 1), has_aux=True)(h, w)
