@@ -134,7 +134,7 @@ def hf(c: CD) -> None:
     R1's full template and countdown's score, bf16 compute and memory-bounded updates."""
     c.tokenizer = ""  # the HF folder's own
     c.template = "r1_zero"
-    c.task.kwargs.update(prompt_style="default", min_numbers=3, max_numbers=4, max_value=25, num_test=256)
+    c.task.kwargs.update(prompt_style="tinyzero", min_numbers=3, max_numbers=4, max_value=25, num_test=256)
     c.pretrain.enabled = False
     c.rl.init_from = ""  # required: an HF folder (config.json + safetensors + tokenizer.json)
     c.rl.steps, c.rl.learning_rate, c.rl.warmup_steps = 100, 1e-6, 0

@@ -359,10 +359,12 @@ def cache_len(cache, fast: bool) -> int:
 @functools.lru_cache(maxsize=32)
 def _score_fn(cfg: ModelConfig, n_micro: int, vocab_limit: int | None):
     def one(params, tokens_BxT, positions_BxT, segment_ids_BxT, temperature):
-        h, _ = Transformer(cfg).apply({"params": params}, tokens_BxT, positions_BxT, segment_ids_BxT,
+        # The model runs on tokens[:, :-1] (the last token predicts nothing), exactly as the update step does; its
+        # hidden state at t scores token t + 1, through the trainer's own function (r1jax.logprobs).
+        cut = lambda x: None if x is None else x[:, :-1]  # noqa: E731
+        h, _ = Transformer(cfg).apply({"params": params}, cut(tokens_BxT), cut(positions_BxT), cut(segment_ids_BxT),
                                       return_hidden=True, with_mtp=False)
-        # Hidden at t scores token t + 1, through the trainer's own function (r1jax.logprobs).
-        out = Hidden(h[:, :-1], lambda x: lm_head(cfg, params, x))
+        out = Hidden(h, lambda x: lm_head(cfg, params, x))
         return token_stats(out, tokens_BxT[:, 1:], temperature, vocab_limit, want=("logp",))["logp"]
 
     def fn(params, tokens_BxT, positions_BxT, segment_ids_BxT, mask_BxT, temperature):

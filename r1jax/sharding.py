@@ -64,11 +64,8 @@ class MeshConfig:
 def make_mesh(cfg: MeshConfig | None = None, devices: Sequence[Any] | None = None) -> Mesh:
     """A mesh over `devices` (default: all) with axes data, fsdp, expert, tensor."""
     cfg = cfg or MeshConfig()
-    if cfg.multihost and jax.process_count() == 1:
-        try:
-            jax.distributed.initialize()
-        except Exception as e:  # noqa: BLE001 - re-raised with context
-            raise RuntimeError("MeshConfig.multihost=True but jax.distributed.initialize() failed") from e
+    if cfg.multihost and not jax.distributed.is_initialized():
+        initialize_distributed()
     devices = list(devices if devices is not None else jax.devices())
     shape = cfg.shape(len(devices))
     try:
@@ -77,6 +74,25 @@ def make_mesh(cfg: MeshConfig | None = None, devices: Sequence[Any] | None = Non
         arr = np.asarray(devices).reshape(shape)
     logging.info("mesh %s", dict(zip(MESH_AXES, shape)))
     return Mesh(arr, MESH_AXES)
+
+
+def initialize_distributed() -> None:
+    """jax.distributed.initialize(): from R1JAX_COORDINATOR (host:port), R1JAX_NUM_PROCESSES and R1JAX_PROCESS_ID
+    when set (several processes on one machine, or a cluster without auto-detection), else from the environment jax
+    detects itself (TPU pods, SLURM, ...). CPU processes talk through gloo. Call before anything touches a device."""
+    import os
+    kw = {}
+    if os.environ.get("R1JAX_COORDINATOR"):
+        kw = dict(coordinator_address=os.environ["R1JAX_COORDINATOR"],
+                  num_processes=int(os.environ["R1JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["R1JAX_PROCESS_ID"]))
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**kw)
+    except Exception as e:  # noqa: BLE001 - re-raised with context
+        raise RuntimeError(f"MeshConfig.multihost=True but jax.distributed.initialize({kw or ''}) failed; set "
+                           "R1JAX_COORDINATOR, R1JAX_NUM_PROCESSES and R1JAX_PROCESS_ID, or run where jax detects "
+                           "the cluster") from e
 
 
 def logical_to_spec(names: Sequence[str | None], rules=RULES) -> P:
@@ -118,8 +134,15 @@ def batch_size_multiple(mesh: Mesh) -> int:
 
 
 def shard_batch(batch, mesh: Mesh):
-    """Places a host pytree of arrays with a leading batch axis on the mesh."""
-    return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, np.ndim(x))), batch)
+    """Places a host pytree of arrays with a leading batch axis on the mesh. With several processes every host
+    holds the same global batch and puts only the rows of its own devices (make_array_from_callback)."""
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: jax.device_put(x, batch_sharding(mesh, np.ndim(x))), batch)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, batch_sharding(mesh, x.ndim), lambda idx: x[idx])
+    return jax.tree.map(put, batch)
 
 
 def axis_rules(rules=RULES):

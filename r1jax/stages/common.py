@@ -6,6 +6,7 @@ reads such a folder or an HF checkpoint folder (config.json + safetensors), so a
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -118,10 +119,11 @@ SHARED_KEYS = ("model", "model_overrides", "tokenizer", "template", "task", "mes
 
 
 def stage_config(config: ml_collections.ConfigDict, section: str, **updates) -> ml_collections.ConfigDict:
-    """The shared fields of an experiment config plus one stage's section, as the stage's own config."""
-    out = ml_collections.ConfigDict({k: config[k] for k in SHARED_KEYS if k in config})
+    """The shared fields of an experiment config plus one stage's section, as the stage's own config: a deep copy,
+    so whatever a stage (or a caller) sets in it never reaches the experiment config or another stage."""
+    out = ml_collections.ConfigDict({k: copy.deepcopy(config[k]) for k in SHARED_KEYS if k in config})
     for k, v in config[section].items():
-        out[k] = v
+        out[k] = copy.deepcopy(v)
     for k, v in updates.items():
         out[k] = v
     return out

@@ -89,12 +89,11 @@ def _compute_matched_steps(config, workdir: str, name: str, sc: ml_collections.C
     from r1jax.stages import distill, grpo
     from r1jax.tokenizer import load_tokenizer
     budget = distill.read_compute(os.path.join(workdir, eq.match))
-    cfg = common.model_config(sc) if not sc.init_from else common._config_from_dict(
-        common.read_model_meta(sc.init_from)["model"])
-    seq_len = sc.get("seq_len", 0) or grpo.train_seq_len(grpo.make_task(sc), load_tokenizer(sc.tokenizer),
+    cfg = common.model_config_at(sc.init_from) if sc.init_from else common.model_config(sc)
+    seq_len = sc.seq_len or grpo.train_seq_len(grpo.make_task(sc), load_tokenizer(sc.tokenizer),
                                                          sc.template, sc.rollout.max_new_tokens)
     per_step = distill.grpo_step_compute(cfg, sc, seq_len)
-    by, multiple = eq.get("by", "flops"), float(eq.get("multiple", 1.0))
+    by, multiple = eq.by, float(eq.multiple)
     matched = not sc.steps
     if matched:
         sc.steps = distill.equal_compute_steps(budget, per_step, by, multiple)

@@ -10,21 +10,16 @@ import pytest
 
 from configs import r1_zero
 from r1jax.stages import common, grpo, pretrain
+from r1jax.training.loop import NonFiniteStateError
 from r1jax.training import checkpoint as ckpt
 from r1jax.training.metrics import NonFiniteMetricError, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _pretrained(tmp_path_factory):
-    config = r1_zero.get_config("smoke")
-    workdir = tmp_path_factory.mktemp("base")
-    return config, pretrain.run(common.stage_config(config, "pretrain"), str(workdir / "pretrain"))
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return _pretrained(tmp_path_factory)
+@pytest.fixture
+def base(smoke_base):
+    return smoke_base
 
 
 def _rl_config(config, init_from, **kw):
@@ -100,3 +95,45 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(base, tmp_path):
     c = ckpt.Checkpointer(os.path.join(workdir, "ckpt"))
     assert c.latest_step() == 2
     assert max(r["step"] for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))) == 2
+
+
+def _pretrain_config(config, **kw):
+    sc = common.stage_config(config, "pretrain")
+    sc.update(kw)
+    return sc
+
+
+def test_non_finite_params_are_never_saved(tmp_path):
+    config = r1_zero.get_config("smoke")
+    workdir = str(tmp_path / "pre")
+    pretrain.run(_pretrain_config(config, steps=2, checkpoint_every=1, log_every=100), workdir)
+    os.remove(os.path.join(workdir, "final", "model.json"))  # continue the run to step 4 with a diverging lr
+    # No metric is logged at steps 3-4 (log_every 100): only the check before each save can catch the NaN params.
+    with pytest.raises(NonFiniteStateError, match=r"non-finite values in the params.*Latest checkpoint: step 2"):
+        pretrain.run(_pretrain_config(config, steps=4, checkpoint_every=1, log_every=100,
+                                      learning_rate=float("inf")), workdir)
+    assert ckpt.Checkpointer(os.path.join(workdir, "ckpt")).latest_step() == 2
+
+
+def test_rerun_after_the_last_step_runs_the_missing_evaluation_and_report(base, tmp_path):
+    config, init = base
+    workdir = tmp_path / "rl"
+    grpo.run(_rl_config(config, init), str(workdir))
+    trained = [r for r in read_metrics(str(workdir / "metrics.jsonl")) if "loss" in r]
+    for f in ("final/model.json", "eval/after.json", "report.md"):
+        os.remove(workdir / f)
+    grpo.run(_rl_config(config, init), str(workdir))
+    assert (workdir / "eval" / "after.json").exists() and (workdir / "report.md").exists()
+    assert [r for r in read_metrics(str(workdir / "metrics.jsonl")) if "loss" in r] == trained  # no step re-ran
+
+
+def test_checkpoint_step_that_disagrees_is_an_error_not_a_restart(base, tmp_path):
+    config, init = base
+    workdir = tmp_path / "rl"
+    grpo.run(_rl_config(config, init, **{"eval.num_problems": 0}), str(workdir))
+    os.remove(workdir / "final" / "model.json")
+    meta = workdir / "ckpt" / "2" / "extra" / "metadata"
+    extra = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**extra, "step": 0}))
+    with pytest.raises(ckpt.CheckpointError, match=r"records step 0 but the checkpoint is filed as step 2"):
+        grpo.run(_rl_config(config, init, **{"eval.num_problems": 0}), str(workdir))
