@@ -96,7 +96,7 @@ def quick(c: CD) -> None:
     """One GPU, about two minutes: the default's model and base with GPU-sized batches."""
     c.rl.steps, c.rl.learning_rate = 40, 1e-4
     c.rl.rollout.update(prompts_per_step=64, group_size=8)
-    c.rl.eval.update(num_problems=256, k=8, prompts_per_batch=256)
+    c.rl.eval.update(num_problems=128, k=8, prompts_per_batch=128)
 
 
 def gpu(c: CD) -> None:
