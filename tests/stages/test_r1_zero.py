@@ -137,3 +137,33 @@ def test_checkpoint_step_that_disagrees_is_an_error_not_a_restart(base, tmp_path
     meta.write_text(json.dumps({**extra, "step": 0}))
     with pytest.raises(ckpt.CheckpointError, match=r"records step 0 but the checkpoint is filed as step 2"):
         grpo.run(_rl_config(config, init, **{"eval.num_problems": 0}), str(workdir))
+
+
+def test_several_updates_per_rollout(base, tmp_path):
+    """inner_epochs x num_minibatches optimizer updates per rollout (R1: one rollout, 16 mini-batches): pi_old is
+    scored once per rollout, and updates after the first move the ratio off 1 (the smoke model earns no reward, so
+    an entropy bonus gives the gradient)."""
+    config, init = base
+    workdir = str(tmp_path / "rl")
+    grpo.run(_rl_config(config, init, num_minibatches=2, inner_epochs=2, shuffle_minibatches=True,
+                        learning_rate=1e-2, **{"eval.num_problems": 0, "grpo.entropy_coef": 0.1}), workdir)
+    rows = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl")) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["time/score_s"] > 0 for r in rows)
+    assert max(r["ratio_max"] for r in rows) > 1.0
+
+
+def test_gpu_large_trains_its_own_bpe_tokenizer_and_starts_rl_from_it(tmp_path):
+    """The gpu_large preset's plumbing at a toy size: a BPE tokenizer of the corpus, a base sized to it, GRPO."""
+    config = r1_zero.get_config(
+        "gpu_large,pretrain.steps=2,pretrain.batch_size=8,pretrain.seq_len=256,pretrain.micro_batch_tokens=1024,"
+        "pretrain.warmup_steps=1,pretrain.train_tokenizer.vocab_size=400,rl.steps=1,rl.rollout.prompts_per_step=4,"
+        "rl.rollout.group_size=2,rl.rollout.max_new_tokens=8,rl.eval.num_problems=0")
+    config.model_overrides.update(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64,
+                                  dtype="float32")
+    config.task.kwargs.update(num_train=200, num_test=16)
+    base = pretrain.run(common.stage_config(config, "pretrain"), str(tmp_path / "pretrain"))
+    meta = common.read_model_meta(base)
+    assert meta["tokenizer"].endswith("tokenizer") and meta["model"]["vocab_size"] % 128 == 0
+    out = grpo.run(common.stage_config(config, "rl", init_from=base), str(tmp_path / "rl"))
+    assert common.read_model_meta(out)["tokenizer"] == meta["tokenizer"]
