@@ -82,8 +82,9 @@ def run_child(args: list[str], timeout: float, group: str | None = None, env_ext
               label: str = "") -> tuple[dict | None, str | None]:
     """Runs `python -m <args> --out <tmp>` and returns (the record it wrote, None) or (None, why it failed).
 
-    The child's output streams through (prefixed lines are not needed: children print JSON lines), so a device log
-    shows progress. A timeout kills the child's whole process group."""
+    The child's output streams through, so a device log shows progress. The child leads its own process group in
+    this session (not a new session: a device call ends every process of its session, and a child outliving the call
+    would hold the GPU); a timeout kills that group, grandchildren included."""
     fd, out = tempfile.mkstemp(suffix=".json", prefix="row_")
     os.close(fd)
     os.unlink(out)
@@ -91,7 +92,7 @@ def run_child(args: list[str], timeout: float, group: str | None = None, env_ext
     print(f"[{label or args[0]}] {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.Popen(cmd, env=child_env(group, env_extra), cwd=str(ROOT), start_new_session=True)
+        proc = subprocess.Popen(cmd, env=child_env(group, env_extra), cwd=str(ROOT), process_group=0)
         try:
             rc = proc.wait(timeout=max(1.0, timeout))
         except subprocess.TimeoutExpired:

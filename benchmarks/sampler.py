@@ -226,7 +226,7 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
                date=time.strftime("%Y-%m-%d"), commit=harness.git_commit())
     spec = dict(r, reps=a.reps, chunk=a.chunk, windows=a.windows, decode=a.decode, bucket_check=a.bucket_check,
                 hf=a.hf)
-    if deadline.left() < r["est_s"] * 0.5:
+    if deadline.left() < r["est_s"] * 0.75:
         rec.update(error=f"skipped: {deadline.left():.0f} s left of --deadline, row needs ~{r['est_s']} s",
                    tunix_tok_s=None, tunix_error="skipped (deadline)")
     else:
@@ -239,7 +239,7 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
         if not want_tunix:
             rec.update(tunix_tok_s=None, tunix_error=NO_TUNIX if r["preset"] not in TUNIX_MODELS else
                        ("not run (--no-tunix)" if a.no_tunix else "not run on long rows (--tunix-long runs it)"))
-        elif deadline.left() < r["tunix_est_s"] * 0.5:
+        elif deadline.left() < r["tunix_est_s"] * 0.75:
             rec.update(tunix_tok_s=None, tunix_error="skipped (deadline)")
         else:
             got, err = harness.run_child(tunix_args(r, a.reps), deadline.timeout(a.timeout), group="tunix",

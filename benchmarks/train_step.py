@@ -165,7 +165,8 @@ def maxtext_args(r: dict, batch: int, a) -> list[str]:
             str(batch), "--steps", str(a.steps + 2)]
     if a.smoke:
         args += ["--hardware", "cpu", "--attention", "dot_product", "--remat", "full"]
-    return args + (["--remat", a.maxtext_remat] if a.maxtext_remat else [])
+    args += ["--remat", a.maxtext_remat] if a.maxtext_remat else []
+    return args + (["--attention", a.maxtext_attention] if a.maxtext_attention else [])
 
 
 def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
@@ -173,7 +174,7 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
     rec = dict(id=r["id"], model=r["preset"], seq_len=r["seq"], batch=batch, tokens_per_step=batch * r["seq"],
                peak_tflops=a.peak_tflops, date=time.strftime("%Y-%m-%d"), commit=harness.git_commit())
     spec = dict(r, batch=batch, steps=a.steps, remat=a.remat, attn_impl=a.attn_impl)
-    if deadline.left() < r["est_s"] * 0.5:
+    if deadline.left() < r["est_s"] * 0.75:
         rec["error"] = f"skipped: {deadline.left():.0f} s left of --deadline, row needs ~{r['est_s']} s"
     else:
         got, err = harness.run_child(["benchmarks.train_step", "--child", json.dumps(spec)],
@@ -187,7 +188,7 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
                                                      "(moe_1b is MLA + DeepSeekMoE)")
     elif a.no_maxtext:
         rec.update(maxtext_tok_s=None, maxtext_error="not run (--no-maxtext)")
-    elif deadline.left() < r["maxtext_est_s"] * 0.5:
+    elif deadline.left() < r["maxtext_est_s"] * 0.75:
         rec.update(maxtext_tok_s=None, maxtext_error="skipped (deadline)")
     else:
         got, err = harness.run_child(maxtext_args(r, batch, a), deadline.timeout(a.timeout), group="maxtext",
@@ -228,6 +229,7 @@ def main():
     ap.add_argument("--remat", default="dots", choices=["none", "dots", "full"])
     ap.add_argument("--attn-impl", default="auto")
     ap.add_argument("--maxtext-remat", default="", help="MaxText remat_policy (default its GPU configs')")
+    ap.add_argument("--maxtext-attention", default="", help="MaxText attention (default cudnn_flash_jax)")
     ap.add_argument("--no-maxtext", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
     ap.add_argument("--timeout", type=float, default=590, help="seconds per child")
