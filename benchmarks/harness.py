@@ -8,6 +8,7 @@ must not share: GPU memory (each row's peak is its own; an OOM kills one row), j
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pathlib
@@ -133,3 +134,41 @@ class Deadline:
 
     def timeout(self, row_timeout: float, margin: float = 15.0) -> float:
         return min(row_timeout, self.left() - margin)
+
+
+def add_driver_args(ap: argparse.ArgumentParser, kind: str) -> None:
+    """The options every driver has (rows, time limits, output; --child is the driver's own child mode)."""
+    ap.add_argument("--only", nargs="*", help="row id substrings (comma- or space-separated), e.g. moe,1.5b")
+    ap.add_argument("--list", action="store_true", help="print the rows with rough device seconds and exit")
+    ap.add_argument("--timeout", type=float, default=590, help="seconds per child")
+    ap.add_argument("--deadline", type=float, default=0, help="seconds for the whole run (0 = none): later rows skip")
+    ap.add_argument("--out", default="", help=f"results JSON (default benchmarks/results/{kind}_<device>.json)")
+    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
+
+
+def drive(kind: str, rows: list[dict], run_row, a, summary: tuple[str, ...]) -> list[dict]:
+    """run_row(row, args, deadline) for each row; the results file is rewritten after each, a summary line printed."""
+    deadline, records, out = Deadline(a.deadline), [], a.out
+    for r in rows:
+        records.append(complete(kind, run_row(r, a, deadline)))
+        device = next((x["device"] for x in records if x.get("device")), "unknown")
+        out = a.out or default_out(kind, device)
+        write_records(out, records)
+        print(json.dumps({"row": r["id"], **{k: records[-1].get(k) for k in summary}}), flush=True)
+    print(f"wrote {out}")
+    return records
+
+
+def run_peer(rec: dict, name: str, args: list[str], a, deadline: Deadline, est_s: float,
+             fields: dict[str, str]) -> dict:
+    """Runs peer `name` (its wheels: group `name`) as a child and copies its `tok_s` and `error` into
+    rec[f"{name}_tok_s"] / rec[f"{name}_error"], and each `fields` key (the peer's) into rec[f"{name}_{value}"].
+    Returns the peer's record ({'error': ...} when it wrote none)."""
+    if deadline.left() < 0.75 * est_s:
+        got = dict(error="skipped (deadline)")
+    else:
+        got, err = run_child(args, deadline.timeout(a.timeout), group=name, label=f"{name} {rec['id']}")
+        got = got or dict(error=err)
+    rec[f"{name}_tok_s"], rec[f"{name}_error"] = got.get("tok_s"), got.get("error")
+    rec.update({f"{name}_{ours}": got.get(theirs) for theirs, ours in fields.items()})
+    return got

@@ -239,16 +239,10 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
         if not want_tunix:
             rec.update(tunix_tok_s=None, tunix_error=NO_TUNIX if r["preset"] not in TUNIX_MODELS else
                        ("not run (--no-tunix)" if a.no_tunix else "not run on long rows (--tunix-long runs it)"))
-        elif deadline.left() < r["tunix_est_s"] * 0.75:
-            rec.update(tunix_tok_s=None, tunix_error="skipped (deadline)")
         else:
-            got, err = harness.run_child(tunix_args(r, a.reps), deadline.timeout(a.timeout), group="tunix",
-                                         label=f"tunix {r['id']}")
-            got = got or dict(error=err)
-            rec.update(tunix_tok_s=got.get("tok_s"), tunix_error=got.get("error"),
-                       tunix_version=got.get("tunix_version"), tunix_compile_s=got.get("compile_s"),
-                       tunix_kv_cache_gb=got.get("kv_cache_gb"), tunix_peak_mem_gb=got.get("peak_mem_gb"),
-                       tunix_class=got.get("tunix_class"))
+            harness.run_peer(rec, "tunix", tunix_args(r, a.reps), a, deadline, r["tunix_est_s"], fields=dict(
+                tunix_version="version", compile_s="compile_s", kv_cache_gb="kv_cache_gb",
+                peak_mem_gb="peak_mem_gb", tunix_class="class"))
     if rec.get("tok_s") and rec.get("tunix_tok_s"):
         rec["r1jax_over_tunix"] = rec["tok_s"] / rec["tunix_tok_s"]
     rec.update(vllm_tok_s=None, vllm_error=facts.vllm_reason() or "vllm is importable, but no vLLM runner is written")
@@ -266,8 +260,7 @@ def print_table(records: list[dict]) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", help="row id substrings (comma- or space-separated), e.g. B64/N512,moe")
-    ap.add_argument("--list", action="store_true", help="print the rows with rough device seconds and exit")
+    harness.add_driver_args(ap, "sampler")
     ap.add_argument("--quick", action="store_true", help="1 warm call per side instead of --reps")
     ap.add_argument("--reps", type=int, default=2, help="warm calls per side (the fastest is reported)")
     ap.add_argument("--chunk", type=int, default=None, help="SamplingConfig.chunk_size (default: r1jax's)")
@@ -277,11 +270,7 @@ def main():
     ap.add_argument("--no-tunix", action="store_true")
     ap.add_argument("--tunix-long", action="store_true", help="also run tunix on the long-generation rows")
     ap.add_argument("--hf", action="store_true", help="also time transformers generate in the r1jax child")
-    ap.add_argument("--timeout", type=float, default=590, help="seconds per child")
-    ap.add_argument("--deadline", type=float, default=0, help="seconds for the whole run (0 = none): later rows skip")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny presets, prompt 16 + 32 new tokens")
-    ap.add_argument("--out", default="", help="results JSON (default benchmarks/results/sampler_<device>.json)")
-    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child_main(a.child, a.out)
@@ -292,17 +281,7 @@ def main():
         for r in rows:
             print(f"{r['id']:<24} ~{r['est_s']:>4} s r1jax  ~{r['tunix_est_s'] if not r['long'] else 0:>4} s tunix")
         return
-    deadline, records = harness.Deadline(a.deadline), []
-    for r in rows:
-        records.append(harness.complete("sampler", run_row(r, a, deadline)))
-        out = a.out or harness.default_out("sampler", next((x["device"] for x in records if x.get("device")),
-                                                              "unknown"))
-        harness.write_records(out, records)
-        print(json.dumps({"row": records[-1]["id"], "tok_s": records[-1].get("tok_s"),
-                          "tunix_tok_s": records[-1].get("tunix_tok_s"), "error": records[-1].get("error")}),
-              flush=True)
-    print_table(records)
-    print(f"wrote {out}")
+    print_table(harness.drive("sampler", rows, run_row, a, ("tok_s", "tunix_tok_s", "error")))
 
 
 if __name__ == "__main__":

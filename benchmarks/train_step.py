@@ -188,16 +188,10 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
                                                      "(moe_1b is MLA + DeepSeekMoE)")
     elif a.no_maxtext:
         rec.update(maxtext_tok_s=None, maxtext_error="not run (--no-maxtext)")
-    elif deadline.left() < r["maxtext_est_s"] * 0.75:
-        rec.update(maxtext_tok_s=None, maxtext_error="skipped (deadline)")
     else:
-        got, err = harness.run_child(maxtext_args(r, batch, a), deadline.timeout(a.timeout), group="maxtext",
-                                     label=f"maxtext {r['id']}")
-        got = got or dict(error=err)
-        rec.update(maxtext_tok_s=got.get("tok_s"), maxtext_error=got.get("error"),
-                   maxtext_version=got.get("maxtext_version"), maxtext_step_s=got.get("step_s"),
-                   maxtext_own_tflops_per_s=got.get("maxtext_tflops_per_s"), maxtext_remat=got.get("remat"),
-                   maxtext_attention=got.get("attention"))
+        got = harness.run_peer(rec, "maxtext", maxtext_args(r, batch, a), a, deadline, r["maxtext_est_s"], fields=dict(
+            maxtext_version="version", step_s="step_s", maxtext_tflops_per_s="own_tflops_per_s", remat="remat",
+            attention="attention", oom_retries="oom_retries"))
         if got.get("tok_s") and rec.get("flops_per_token"):
             rec["maxtext_mfu"] = rec["flops_per_token"] * got["tok_s"] / 1e12 / a.peak_tflops
         if got.get("tok_s") and rec.get("tok_s"):
@@ -221,8 +215,7 @@ def print_table(records: list[dict]) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", help="row id substrings (comma- or space-separated), e.g. 1.5b,moe")
-    ap.add_argument("--list", action="store_true", help="print the rows with rough device seconds and exit")
+    harness.add_driver_args(ap, "train_step")
     ap.add_argument("--quick", action="store_true", help="3 timed steps instead of --steps")
     ap.add_argument("--steps", type=int, default=8, help="timed steps after the compiling one")
     ap.add_argument("--tokens", type=int, default=32768, help="tokens per step (batch = tokens // seq)")
@@ -232,11 +225,7 @@ def main():
     ap.add_argument("--maxtext-attention", default="", help="MaxText attention (default cudnn_flash_jax)")
     ap.add_argument("--no-maxtext", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=989.0)
-    ap.add_argument("--timeout", type=float, default=590, help="seconds per child")
-    ap.add_argument("--deadline", type=float, default=0, help="seconds for the whole run (0 = none): later rows skip")
     ap.add_argument("--smoke", action="store_true", help="CPU: tiny presets, seq 128, 2 timed steps")
-    ap.add_argument("--out", default="", help="results JSON (default benchmarks/results/train_step_<device>.json)")
-    ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         return child_main(a.child, a.out)
@@ -250,17 +239,7 @@ def main():
             print(f"{r['id']:<22} batch {max(1, a.tokens // r['seq']):>3}  ~{r['est_s']:>4} s r1jax  "
                   f"~{r['maxtext_est_s']:>4} s MaxText")
         return
-    deadline, records = harness.Deadline(a.deadline), []
-    for r in rows:
-        records.append(harness.complete("train_step", run_row(r, a, deadline)))
-        out = a.out or harness.default_out("train_step", next((x["device"] for x in records if x.get("device")),
-                                                              "unknown"))
-        harness.write_records(out, records)
-        print(json.dumps({"row": records[-1]["id"], "tok_s": records[-1]["tok_s"], "mfu": records[-1]["mfu"],
-                          "maxtext_tok_s": records[-1].get("maxtext_tok_s"), "error": records[-1].get("error")}),
-              flush=True)
-    print_table(records)
-    print(f"wrote {out}")
+    print_table(harness.drive("train_step", rows, run_row, a, ("tok_s", "mfu", "maxtext_tok_s", "error")))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ MAXTEXT_PUBLISHED = dict(
     maxtext_published_mfu=492 / 989,
     maxtext_published_tflops_per_chip=492,
     maxtext_published_shape="Llama2-7B, seq 4096, per-device batch 4, bf16, 1x A3 (8x H100-80GB, FSDP 8)",
-    maxtext_published_quote=("Expected performance results for Llama2-7B model running on A3 GPU: "
-                             "| 1x A3 (h100-80gb-8)    | 492              | (column: TFLOP/sec/chip)"),
+    maxtext_published_quote=("Expected performance results for Llama2-7B model running on A3 GPU: / "
+                             "| Hardware               | TFLOP/sec/chip   | / "
+                             "| 1x A3 (h100-80gb-8)    | 492              |"),
     maxtext_published_source=(
         "maxtext 0.2.5 wheel, maxtext/configs/gpu/a3/llama_2_7b/README.md (also github.com/AI-Hypercomputer/maxtext "
         "MaxText/configs/a3/llama_2_7b/README.md); MFU = 492 / 989 TFLOP/s (H100 SXM dense bf16 peak), "
