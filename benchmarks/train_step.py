@@ -182,6 +182,9 @@ def run_row(r: dict, a, deadline: harness.Deadline) -> dict:
         rec.update(got or dict(error=err))
     rec.setdefault("tok_s", None)
     rec.setdefault("peak_mem_gb", None)
+    if "flops_per_token" not in rec:   # the child did not report (it failed): the count needs no device
+        from r1jax.models.config import flops_per_token
+        rec["flops_per_token"] = flops_per_token(model_config(r["preset"]), r["seq"])
     rec["mfu"] = rec["model_tflops"] / a.peak_tflops if rec.get("model_tflops") else None
     if r["preset"] not in MAXTEXT_PRESETS:
         rec.update(maxtext_tok_s=None, maxtext_error="not run: MaxText here is mapped for dense Qwen2 shapes only "
