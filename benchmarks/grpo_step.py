@@ -153,11 +153,13 @@ def bench(preset: str, args) -> dict:
 
 def trl_record(preset: str, args) -> dict:
     out = f"/tmp/trl_{preset}.json"
-    cmd = [sys.executable, "-m", "benchmarks.peers.trl_grpo", "--model", preset, "--prompts", str(args.prompts),
-           "--group", str(args.group), "--prompt-len", str(args.prompt_len), "--new-tokens", str(args.new_tokens),
-           "--out", out]
+    cmd = [sys.executable, "-m", "benchmarks.peers.trl_grpo", "--model", preset.replace(".", "_").replace("-", "_"),
+           "--prompts", str(args.prompts), "--generations", str(args.group), "--prompt-len", str(args.prompt_len),
+           "--new-tokens", str(args.new_tokens), "--beta", "0.001", "--steps", "1", "--out", out]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in ("/tmp/peers/trl", os.environ.get("PYTHONPATH"))
+                                                      if p))
     try:
-        p = subprocess.run(cmd, timeout=args.trl_timeout, capture_output=True, text=True)
+        p = subprocess.run(cmd, timeout=args.trl_timeout, capture_output=True, text=True, env=env)
         if os.path.exists(out):
             with open(out) as fh:
                 r = json.load(fh)
