@@ -34,6 +34,7 @@ def chain(tmp_path_factory):
     return config, workdir, outputs, text
 
 
+@pytest.mark.slow
 def test_every_stage_runs_and_hands_over(chain):
     config, workdir, outputs, _ = chain
     assert list(outputs) == list(ALL)
@@ -76,6 +77,7 @@ def test_comparison_names_the_compute_ratio(tmp_path):
                f"{multiple or 4.0:.3f} |" in text
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_stages(chain, monkeypatch, capsys):
     config, workdir, outputs, _ = chain
     import importlib
@@ -87,6 +89,7 @@ def test_rerun_skips_finished_stages(chain, monkeypatch, capsys):
     assert os.path.getmtime(os.path.join(outputs["distill"], "model.json")) == mtime
 
 
+@pytest.mark.slow
 def test_report_table_and_comparison(chain):
     _, workdir, _, text = chain
     assert os.path.exists(os.path.join(workdir, "report.md"))
@@ -103,6 +106,7 @@ def test_report_table_and_comparison(chain):
     assert f"{sum(walls):.0f} s" in text
 
 
+@pytest.mark.slow
 def test_report_evaluates_a_given_student_base(chain):
     _, workdir, outputs, _ = chain
     config = r1.get_config("smoke")
@@ -114,6 +118,7 @@ def test_report_evaluates_a_given_student_base(chain):
         assert f"| {json.load(fh)['params']} |" in row
 
 
+@pytest.mark.slow
 def test_report_evaluation_cache_follows_the_model_and_settings(chain, monkeypatch, tmp_path):
     """A stage's held-out evaluation is reused only for the same checkpoint and report settings: a rerun stage (a newer
     model.json) or another `report` setting is evaluated again."""

@@ -55,6 +55,7 @@ def test_smoke_run_writes_everything(base, tmp_path):
     assert grpo.run(_rl_config(config, init), str(tmp_path / "rl")) == out
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_same_step_with_same_data(base, tmp_path):
     config, init = base
     # Uninterrupted reference.
@@ -153,6 +154,7 @@ def test_several_updates_per_rollout(base, tmp_path):
     assert max(r["ratio_max"] for r in rows) > 1.0
 
 
+@pytest.mark.slow
 def test_gpu_large_trains_its_own_bpe_tokenizer_and_starts_rl_from_it(tmp_path):
     """The gpu_large preset's plumbing at a toy size: a BPE tokenizer of the corpus, a base sized to it, GRPO."""
     config = r1_zero.get_config(
