@@ -2,6 +2,9 @@
 resume, --overwrite moves the old run aside, --new_run finds a sibling, --accept_changes records what changed."""
 import json
 import os
+import re
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -142,3 +145,105 @@ def test_diff_ignores_patterns_and_normalises_tuples():
     assert [c.key for c in runs.diff(a, b, ignore=())] == ["metrics", "metrics.wandb", "rl.progress_every_s",
                                                            "workdir"]
     assert runs.flatten({"a": {}, "b": {"c": 1}}) == {"a": {}, "b.c": 1}
+
+
+# ------------------------------------------------------------------------------------------ end to end (subprocess)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OWN_DIRS = [os.path.join(ROOT, d) for d in ("r1jax", "experiments", "configs")]
+ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ ([\w.-]+\.py):(\d+)\] ", re.M)
+
+
+def _env(tmp_path) -> dict:
+    env = {**os.environ, "R1JAX_CACHE": str(tmp_path / "jax_cache"), "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", "")).strip()
+    return env
+
+
+def _own_logging_line(filename: str, lineno: int) -> bool:
+    """Whether some r1jax/experiments/configs file of that name logs at that line (absl's prefix has the basename)."""
+    for top in OWN_DIRS:
+        for folder, _, names in os.walk(top):
+            if filename in names:
+                with open(os.path.join(folder, filename)) as fh:
+                    lines = fh.read().splitlines()
+                if lineno <= len(lines) and re.search(r"\b(logging|log)\.\w+\(", lines[lineno - 1]):
+                    return True
+    return False
+
+
+def library_info_lines(stderr: str) -> list[str]:
+    """stderr's INFO lines that r1jax's own code did not log."""
+    return [m.group(0) for m in ABSL_LINE.finditer(stderr)
+            if m.group(1) == "I" and not _own_logging_line(m.group(2), int(m.group(3)))]
+
+
+def test_library_info_lines_are_told_from_r1jax_ones():
+    text = ("I1202 20:16:15.574690 140232347937664 pretrain.py:37] pretraining corpus: 64 traces\n"
+            "I1202 20:16:30.535449 140232347937664 jax_array_handlers.py:582] Scheduling D2H of 36 arrays.\n"
+            "I1202 20:16:30.861510 140230002730688 checkpoint.py:459] orbax's checkpoint.py, not ours\n")
+    assert [line.split()[3] for line in library_info_lines(text)] == ["jax_array_handlers.py:582]",
+                                                                      "checkpoint.py:459]"]
+
+
+def _smoke(tmp_path, workdir, *extra, command=(sys.executable, "-m", "experiments.r1_zero"), cwd=ROOT):
+    return subprocess.run([*command, "--config=configs/r1_zero.py:smoke", f"--workdir={workdir}", *extra], cwd=cwd,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_smoke_run_is_quiet_recorded_resumable_and_readable_by_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    workdir = tmp_path / "smoke"
+    out = _smoke(tmp_path, workdir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert library_info_lines(out.stderr) == [], library_info_lines(out.stderr)[:5]
+    assert "Summary name" not in out.stderr and "grpo 2/2 (100%)" in out.stderr and "ETA" in out.stderr
+    for field in ("run:", "devices:", "mesh:", "model:", "outputs:", "jit cache:"):
+        assert f"{field} " in out.stdout, field
+    assert f"run: {workdir}: a new run" in out.stdout and "params" in out.stdout
+    assert os.listdir(tmp_path / "jax_cache")  # the compilation cache is on by default
+
+    assert runs.read_config(str(workdir))["rl"]["steps"] == 2
+    (entry,) = runs.read_history(str(workdir))
+    assert entry["versions"]["jax"] and entry["compilation_cache"] == str(tmp_path / "jax_cache")
+    events = EventAccumulator(str(workdir / "rl"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eval/pass_at_1", "eval/cons_at_2", "reward/total", "accuracy", "kl"} <= tags
+    assert [e.step for e in events.Scalars("eval/pass_at_1")] == [0, 2]  # before and after RL
+
+    again = _smoke(tmp_path, workdir)  # same settings: resumes (everything is finished)
+    assert again.returncode == 0 and "resuming (same settings)" in again.stdout
+    assert [h["action"] for h in runs.read_history(str(workdir))] == ["start", "resume"]
+    changed = _smoke(tmp_path, workdir, "--config.rl.steps=3")
+    assert changed.returncode == 2 and "rl.steps: 2 -> 3" in changed.stderr
+
+    over = _smoke(tmp_path, workdir, "--config.rl.steps=3", "--overwrite")  # starts over; the old run is kept
+    assert over.returncode == 0, over.stderr[-3000:]
+    (old,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke.old-")]
+    assert f"starting over (the old run is in {old})" in over.stdout
+    assert (old / "rl" / "final" / "model.json").exists() and runs.read_config(str(old))["rl"]["steps"] == 2
+    assert runs.read_config(str(workdir))["rl"]["steps"] == 3 and (workdir / "rl" / "final" / "model.json").exists()
+
+
+@pytest.mark.slow
+def test_pip_install_editable_in_a_fresh_venv_then_the_smoke_run(tmp_path):
+    venv = tmp_path / "venv"
+    # --system-site-packages: jax and the rest come from this interpreter's site-packages (nothing is downloaded);
+    # --without-pip: `python -m pip` and setuptools are this interpreter's too, so no build isolation is needed.
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "-e", ROOT],
+                             capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"  # not the checkout: the package and its configs are found from anywhere
+    elsewhere.mkdir()
+    version = subprocess.run([python, "-c", "import importlib.metadata as m, r1jax; print(m.version('r1jax'), "
+                              "r1jax.__file__)"], cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert version.stdout.split() == ["0.1.0", os.path.join(ROOT, "r1jax", "__init__.py")]
+    out = _smoke(tmp_path, "smoke", command=[str(venv / "bin" / "r1jax-r1-zero")], cwd=elsewhere)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (elsewhere / "smoke" / "rl" / "final" / "model.json").exists()
+    (entry,) = runs.read_history(str(elsewhere / "smoke"))
+    assert entry["versions"]["r1jax"] == "0.1.0"  # installed now
