@@ -11,27 +11,26 @@ Prints the report with the comparison table: both arms' compute, held-out pass@1
 consistency and format rate.
 
     rm -r workdirs/r1_default/student_grpo       # GRPO at 5x the compute; the report evaluates the new arm
-    python -m experiments.distill --config=configs/r1.py --config.student_grpo.equal_compute.multiple=5
+    python -m experiments.distill --config=configs/r1.py --config.student_grpo.equal_compute.multiple=5 \
+        --accept_changes                         # the other stages' settings are unchanged: they are reused
+
+It shares its workdir and its record (config.json) with experiments.r1 on the same config (experiments/cli.py).
 """
-import logging
 import os
+import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from r1jax.stages import pipeline
-
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/r1.py", "Experiment config (file[:preset,...]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: config.workdir).")
+from experiments import cli
+from experiments.r1 import LAYOUT
 
 
 def main(argv):
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    config = _CONFIG.value
+    config = cli.setup(argv)  # before the heavy imports: --print_config and --help stay quick
+    from r1jax.stages import pipeline
     if config.preset == "paper":
         raise app.UsageError("the paper preset is validated by experiments.r1, not run")
-    workdir = _WORKDIR.value or config.workdir
+    workdir = cli.start_run(config, LAYOUT).workdir  # recorded before the GRPO arm joins the stages, as r1 records
     distill_stage, grpo_stage = config.report.compare
     if grpo_stage not in config.stages:
         config.stages = tuple(config.stages) + (grpo_stage,)
@@ -40,5 +39,12 @@ def main(argv):
     print(f"comparison: {os.path.join(workdir, 'report.md')} ({distill_stage} vs {grpo_stage})", flush=True)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python -m experiments.distill` and the `r1jax-distill` console script."""
+    cli.define_flags("configs/r1.py", "R1 pipeline config")
+    cli.list_in_helpshort(sys.modules[__name__])
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -2,19 +2,22 @@
 
     python -m experiments.evaluate --config=configs/evaluate.py[:preset,checkpoint=...] [--workdir=...]
 
-See configs/evaluate.py for presets, benchmarks and what the run prints and writes.
+See configs/evaluate.py for presets, benchmarks and what the run prints and writes. The workdir records its settings
+as every entry point's does (experiments/cli.py): evaluating another checkpoint into the same workdir refuses.
 """
 import dataclasses
 import logging
 import os
 import re
+import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from r1jax import evaluation
+from experiments import cli
+from r1jax import evaluation, runs
 from r1jax.stages import common
 
+LAYOUT = "results.md, results.json, <bench>.json, <bench>.md, <bench>_samples.jsonl"
 
 
 def checkpoint_path(path: str) -> str:
@@ -26,6 +29,10 @@ def checkpoint_path(path: str) -> str:
                                 "`python -m experiments.r1_zero`; set --config.checkpoint for another)")
     if not os.path.exists(os.path.join(path, "model.json")) and common.is_finished(path):
         return common.final_dir(path)
+    if os.path.exists(os.path.join(path, runs.RUN_FILE)):  # its config.json is a run record, not an HF config
+        stages = sorted(d for d in os.listdir(path) if common.is_finished(os.path.join(path, d)))
+        raise ValueError(f"{path} is a run's workdir, not a checkpoint: pass one of its stages "
+                         f"({', '.join(os.path.join(path, d) for d in stages) or 'none finished yet'})")
     return path
 
 
@@ -88,15 +95,18 @@ def run(config, workdir: str) -> dict[str, dict]:
 
 
 def main(argv):
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    config = flags.FLAGS.config
-    run(config, flags.FLAGS.workdir or config.workdir)
+    config = cli.setup(argv)
+    run(config, cli.start_run(config, LAYOUT).workdir)
+
+
+def cli_main():
+    """`python -m experiments.evaluate` and the `r1jax-evaluate` console script."""
+    # Flags are defined here, not at import, so tests and notebooks can import `run` next to other experiments
+    # (two modules defining --config in one process is a DuplicateFlagError).
+    cli.define_flags("configs/evaluate.py", "Evaluation config")
+    cli.list_in_helpshort(sys.modules[__name__])
+    app.run(main)
 
 
 if __name__ == "__main__":
-    # Flags are defined here, not at import, so tests and notebooks can import `run` next to other experiments
-    # (two modules defining --config in one process is a DuplicateFlagError).
-    config_flags.DEFINE_config_file("config", "configs/evaluate.py", "Evaluation config (file[:preset,...]).")
-    flags.DEFINE_string("workdir", None, "Output folder (default: config.workdir).")
-    app.run(main)
+    cli_main()

@@ -3,26 +3,26 @@
     python -m experiments.r1 --config=configs/r1.py[:preset] [--config.reasoning_rl.steps=50] [--workdir=...]
     python -m experiments.r1 --config=configs/r1.py --only=reward_model     # one stage (its inputs must exist)
 
-Rerunning the command skips finished stages and resumes the one in progress from its last checkpoint. The paper
+Rerunning the command skips finished stages and resumes the one in progress from its last checkpoint; a rerun with
+other settings refuses with the diff (--overwrite, --new_run, --accept_changes: experiments/cli.py). The paper
 preset is validated (every stage's model, GRPO variant, batch arithmetic, references), never run. See configs/r1.py.
 """
-import logging
 import os
+import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from r1jax.stages import common, pipeline
+from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/r1.py", "Experiment config (file[:preset,...]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: config.workdir).")
-_ONLY = flags.DEFINE_string("only", None, "Run this one stage (and no report).")
+LAYOUT = "<stage>/ for each stage (final/, metrics.jsonl, TensorBoard events, curves.png), report.md"
 
 
 def validate(config) -> dict:
     """Checks a paper preset stage by stage without allocating anything; prints a summary."""
-    from experiments.validate import validate_paper
     import ml_collections
+
+    from experiments.validate import validate_paper
+    from r1jax.stages import common, pipeline
     out = {}
     for name in config.stages:
         runner = pipeline.runner_of(config, name)
@@ -47,20 +47,27 @@ def validate(config) -> dict:
 
 
 def main(argv):
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or config.workdir
+    config = cli.setup(argv)  # before the heavy imports: --print_config and --help stay quick
+    from r1jax.stages import pipeline
     if config.preset == "paper":
         validate(config)
         return
-    if _ONLY.value:
-        print(pipeline.run_stage(config, workdir, _ONLY.value), flush=True)
+    workdir = cli.start_run(config, LAYOUT).workdir
+    if flags.FLAGS.only:
+        print(pipeline.run_stage(config, workdir, flags.FLAGS.only), flush=True)
         return
     pipeline.run_pipeline(config, workdir)
     pipeline.report(config, workdir)
     print(f"R1 pipeline finished: {workdir}\nreport: {os.path.join(workdir, 'report.md')}", flush=True)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python -m experiments.r1` and the `r1jax-r1` console script."""
+    cli.define_flags("configs/r1.py", "R1 pipeline config")
+    flags.DEFINE_string("only", None, "Run this one stage (and no report).")
+    cli.list_in_helpshort(sys.modules[__name__])
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

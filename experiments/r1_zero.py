@@ -1,31 +1,32 @@
 """R1-Zero: pretrain a base model (unless `rl.init_from` names one), then pure GRPO from it.
 
     python -m experiments.r1_zero --config=configs/r1_zero.py[:preset] [--config.rl.steps=50] [--workdir=...]
+    python -m experiments.r1_zero --config=configs/r1_zero.py:gpu --print_config     # the resolved config, no run
 
 Rerunning the command resumes: finished stages are skipped and a stage in progress restarts from its last
-checkpoint. See configs/r1_zero.py for presets and what the run prints.
+checkpoint. The workdir records its settings (config.json) and its history (run.json: commit, package versions); a
+rerun with other settings refuses with the diff unless --overwrite, --new_run or --accept_changes says what to do
+(experiments/cli.py). See configs/r1_zero.py for presets and what the run prints.
 """
-import logging
 import os
+import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from r1jax.stages import common, grpo, pretrain
+from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/r1_zero.py", "Experiment config (file[:preset,...]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: config.workdir).")
+LAYOUT = ("pretrain/ (the base model, unless rl.init_from names one), rl/ (metrics.jsonl, TensorBoard events, "
+          "curves.png, samples.jsonl, report.md)")
 
 
 def main(argv):
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or config.workdir
+    config = cli.setup(argv)  # before the heavy imports: --print_config and --help stay quick
+    from r1jax.stages import common, grpo, pretrain
     if config.preset == "paper":
         from experiments.validate import validate_paper
         validate_paper(config)
         return
+    workdir = cli.start_run(config, LAYOUT).workdir
     init_from = config.rl.init_from
     if not init_from:
         if not config.pretrain.enabled:
@@ -38,5 +39,12 @@ def main(argv):
           f"curves: {os.path.join(workdir, 'rl', 'curves.png')}", flush=True)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python -m experiments.r1_zero` and the `r1jax-r1-zero` console script."""
+    cli.define_flags("configs/r1_zero.py", "R1-Zero config")
+    cli.list_in_helpshort(sys.modules[__name__])
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -7,30 +7,36 @@
 
 JSONL records are {"prompt", "response"}; responses in R1's readable format `<think> ... </think> summary`.
 References ("@prev", "@base", "@<stage>") resolve inside `--workdir` as in experiments/r1.py; pass paths to run a
-stage on its own. The output is `<workdir>/<stage>/final` (params + model.json).
+stage on its own. The output is `<workdir>/<stage>/final` (params + model.json). The workdir records its settings
+as every entry point's does (experiments/cli.py).
 """
-import logging
+import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from r1jax.stages import pipeline
+from experiments import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/r1.py", "Experiment config (file[:preset,...]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: config.workdir).")
-_STAGE = flags.DEFINE_string("stage", "cold_start", "The SFT stage to run (a section of the config).")
 SFT_RUNNERS = ("cold_start", "rejection", "distill", "pretrain")
 
 
 def main(argv):
-    del argv
-    logging.getLogger().setLevel(logging.INFO)
-    config = _CONFIG.value
-    runner = pipeline.runner_of(config, _STAGE.value)
+    config = cli.setup(argv)  # before the heavy imports: --print_config and --help stay quick
+    from r1jax.stages import pipeline
+    stage = flags.FLAGS.stage
+    runner = pipeline.runner_of(config, stage)
     if runner not in SFT_RUNNERS:
-        raise app.UsageError(f"stage {_STAGE.value!r} runs {runner!r}, not an SFT stage ({SFT_RUNNERS})")
-    print(pipeline.run_stage(config, _WORKDIR.value or config.workdir, _STAGE.value), flush=True)
+        raise app.UsageError(f"stage {stage!r} runs {runner!r}, not an SFT stage ({SFT_RUNNERS})")
+    workdir = cli.start_run(config, f"{stage}/ (final/, metrics.jsonl, TensorBoard events, curves.png)").workdir
+    print(pipeline.run_stage(config, workdir, stage), flush=True)
+
+
+def cli_main():
+    """`python -m experiments.sft` and the `r1jax-sft` console script."""
+    cli.define_flags("configs/r1.py", "R1 pipeline config")
+    flags.DEFINE_string("stage", "cold_start", "The SFT stage to run (a section of the config).")
+    cli.list_in_helpshort(sys.modules[__name__])
+    app.run(main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli_main()

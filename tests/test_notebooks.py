@@ -43,8 +43,9 @@ def _kernel_manager(tmp_path) -> KernelManager:
     return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)]))
 
 
-def _kernel_env() -> dict:
+def _kernel_env(tmp_path) -> dict:
     env = dict(os.environ)
+    env["R1JAX_CACHE"] = str(tmp_path / "jax_cache")  # the setup cell turns the compilation cache on: not in ~/.cache
     flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", "")).strip()
     if flags:
         env["XLA_FLAGS"] = flags
@@ -74,7 +75,7 @@ def execute(name: str, tmp_path) -> tuple[nbformat.NotebookNode, str]:
     client = NotebookClient(nb, km=_kernel_manager(tmp_path), timeout=600, allow_errors=False,
                             resources={"metadata": {"path": str(tmp_path)}})
     try:
-        client.execute(env=_kernel_env())
+        client.execute(env=_kernel_env(tmp_path))
     finally:
         nbformat.write(nb, str(tmp_path / name))  # the executed notebook, to look at when a cell failed
     return nb, workdir
@@ -97,6 +98,7 @@ def test_r1_zero_notebook(tmp_path):
     nb, workdir = execute("r1_zero.ipynb", tmp_path)
     text = _text(nb)
     assert "preset 'smoke'" in text and "policy:" in text
+    assert f"compilation cache: {tmp_path / 'jax_cache'}" in text and os.listdir(tmp_path / "jax_cache")
     for f in ["pretrain/final/model.json", "rl/final/model.json", "rl/report.md", "rl/curves.png"]:
         assert os.path.exists(os.path.join(workdir, f)), f
     assert "| before |" in text and "| base |" in text and "| final |" in text  # stage table, greedy table
@@ -138,3 +140,24 @@ def test_committed_notebooks_are_built_and_clean():
             if cell.cell_type == "code":
                 ast.parse(cell.source)  # a quoting slip in build.py shows here, not minutes into a notebook run
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
+
+
+def test_notebooks_install_the_readme_jax_build_from_one_repository_url():
+    """The setup cell installs the README's CUDA build, and every notebook names the same repository."""
+    with open(os.path.join(ROOT, "README.md")) as fh:
+        readme_cuda = set(re.findall(r'pip install "(jax\[cuda\d+\][^"]*)"', fh.read()))
+    assert len(readme_cuda) == 1, readme_cuda
+    sys.path.insert(0, NOTEBOOKS)
+    try:
+        import nb_cells
+    finally:
+        sys.path.remove(NOTEBOOKS)
+    assert {nb_cells.JAX_CUDA} == readme_cuda
+    for name in SETTINGS:
+        nb = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
+        source = "\n".join(c.source for c in nb.cells)
+        assert nb_cells.JAX_CUDA in source and "cuda12" not in source, name
+        assert f'R1JAX_REPO = "{nb_cells.R1JAX_REPO}"' in source and "REPO_URL" not in source, name
+        colab = nb_cells.COLAB.format(name)
+        assert colab.startswith(nb_cells.R1JAX_REPO.replace("github.com", "colab.research.google.com/github")), colab
+        assert colab in source, name

@@ -21,6 +21,12 @@ TASKS: dict[str, Callable[..., Task]] = {
 }
 
 
+def register_task(name, factory, *, replace=False):
+    if name in TASKS and not replace:
+        raise ValueError(f"task {name!r} is already registered; pass replace=True to replace it")
+    TASKS[name] = factory
+
+
 def get_task(name: str, **kwargs) -> Task:
     """The task registered as `name`, built with `kwargs` (its dataclass fields; unknown ones are a TypeError)."""
     try:
@@ -32,5 +38,5 @@ def get_task(name: str, **kwargs) -> Task:
 
 __all__ = [
     "FORMAT_STYLES", "TASKS", "AimeTask", "ArithmeticTask", "CodeTask", "CountdownTask", "GpqaTask", "Gsm8kTask",
-    "MathTask", "Task", "get_task",
+    "MathTask", "Task", "get_task", "register_task",
 ]  # fmt: skip
