@@ -48,3 +48,12 @@ def task_section(name: str, **kwargs) -> ml_collections.ConfigDict:
     if name in ("gsm8k", "math", "aime", "gpqa", "code"):
         kwargs = {"train_path": config_dict.placeholder(str), "test_path": config_dict.placeholder(str), **kwargs}
     return ml_collections.ConfigDict(dict(name=name, kwargs=ml_collections.ConfigDict(kwargs)))
+
+
+# Where metrics go besides metrics.jsonl and TensorBoard: Weights & Biases, off by default.
+METRICS = dict(wandb=False, wandb_project="r1jax", wandb_entity="", wandb_mode="", wandb_group="")
+
+
+def metrics() -> ml_collections.ConfigDict:
+    """config.metrics (experiments/cli.py reads it); wandb_mode='offline' writes <workdir>/wandb for `wandb sync`."""
+    return ml_collections.ConfigDict(dict(METRICS))

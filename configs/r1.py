@@ -90,6 +90,7 @@ def base(zero_preset: str = "default") -> CD:
     c = CD({k: zero[k] for k in ("model", "model_overrides", "tokenizer", "template", "task", "mesh", "seed")})
     c.task.kwargs.format_style = "think"  # R1's readable format (`<think> ... </think> summary`)
     c.base, c.student_base, c.stages = r1_zero.BASE_CHECKPOINT, STUDENT_BASE, DEFAULT_STAGES
+    c.metrics = common.metrics()
     filters = CD(dict(max_response_tokens=160, min_language=1.0, language="en"))
 
     # The synthetic bases: r1_zero's pretrain section (the teacher's), and the student's (2,400 steps).

@@ -43,6 +43,7 @@ def base() -> CD:
         prompt_style="compact"))))
     c.mesh = common.mesh()
     c.seed = 0
+    c.metrics = common.metrics()  # W&B (off by default)
 
     # ---------------------------------------------------------------- pretrain: the base model (rl.init_from == '')
     c.pretrain = p = CD()

@@ -34,8 +34,8 @@ from r1jax import jax_setup, runs
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout (or site-packages) holding configs/
-# config.metrics, added to every config that has none: where metrics go besides metrics.jsonl and TensorBoard.
-METRICS = dict(wandb=False, wandb_project="r1jax", wandb_entity="", wandb_mode="", wandb_group="")
+# config.metrics, added to every config that has none (the configs of this repository carry it).
+from configs.common import METRICS  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ the config flag

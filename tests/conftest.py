@@ -3,6 +3,8 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Subprocess runs of the entry points must not fill the user's ~/.cache with compiled CPU test programs.
+os.environ.setdefault("R1JAX_CACHE", "off")
 
 import pytest  # noqa: E402
 
