@@ -292,6 +292,7 @@ def sample(params, cfg: ModelConfig, prompts, sampling: SamplingConfig, rng=None
     chunk = s.chunk_size
     n_chunks = math.ceil((s.max_new_tokens - 1) / chunk)
     windows = _windows(Pb, n_chunks, chunk, s.cache_windows) if n_chunks else [Pb]
+    check_cache_fits(cfg, Rb, max(windows), mesh)
     # The cached prefill materialises fp32 scores [rows, heads, P, P] per layer: split the prompts into passes that
     # keep them under PREFILL_SCORE_BYTES (each pass still a multiple of the mesh's batch multiple).
     passes = 1
@@ -349,6 +350,32 @@ def sample(params, cfg: ModelConfig, prompts, sampling: SamplingConfig, rng=None
     return Completions(tokens=toks.astype(np.int32), logprobs=logps.astype(np.float32),
                        lengths=np.asarray(final["length"])[:R].astype(np.int32),
                        finished=np.asarray(final["stopped"])[:R].astype(bool), stats=stats)
+
+
+def kv_cache_bytes(cfg: ModelConfig, rows: int, slots: int) -> int:
+    """Bytes of the decode KV cache (every layer) for `rows` rows of `slots` positions, in the compute dtype."""
+    from r1jax.models.transformer import cache_spec
+    per_row = sum(math.prod(shape) for shape in cache_spec(cfg, slots).values())
+    return rows * per_row * cfg.n_layers * jnp.dtype(cfg.compute_dtype).itemsize
+
+
+def check_cache_fits(cfg: ModelConfig, rows: int, slots: int, mesh=None, headroom: float = 0.9,
+                     stats: dict | None = None) -> None:
+    """Raise before any compile when the KV cache of `rows` x `slots` cannot fit the device memory that is free
+    (per device: rows are split over the mesh's batch axes), saying what to set. No check where the backend reports
+    no memory statistics (CPU)."""
+    stats = (jax.local_devices()[0].memory_stats() or {}) if stats is None else stats
+    if "bytes_limit" not in stats:
+        return
+    shards = 1 if mesh is None else shd.batch_size_multiple(mesh)
+    need = kv_cache_bytes(cfg, rows, slots) / shards
+    free = headroom * stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    if need > free:
+        fit = max(1, int(rows * free / need))
+        raise MemoryError(
+            f"sampler: the KV cache of {rows} rows x {slots} slots needs {need / 2**30:.1f} GiB per device, "
+            f"{free / 2**30:.1f} GiB is free: sample at most ~{fit} rows at a time (fewer prompts per call, e.g. "
+            f"rollout.prompts_per_step or eval.prompts_per_batch) or fewer max_new_tokens")
 
 
 def cache_len(cache, fast: bool) -> int:

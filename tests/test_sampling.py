@@ -308,3 +308,13 @@ def test_greedy_matches_transformers_generate(tmp_path, arch):
         np.testing.assert_array_equal(c.tokens[i], want, err_msg=f"{arch} prompt {i}")
         hf_logp = torch.log_softmax(torch.stack(out.logits)[:, 0].float(), -1)[torch.arange(12), want].numpy()
         np.testing.assert_allclose(c.logprobs[i], hf_logp, atol=2e-4)
+
+
+def test_kv_cache_memory_is_checked_before_compiling():
+    cfg = get_config("qwen2.5-1.5b")
+    # 28 layers x (k + v) x 2 kv heads x 128 x 2 bytes = 28 KiB per token: 64 rows x 16,640 slots = 28.4 GiB.
+    assert S.kv_cache_bytes(cfg, 64, 16_640) == 64 * 16_640 * 28 * 2 * 2 * 128 * 2
+    S.check_cache_fits(cfg, 64, 16_640, stats={"bytes_limit": 140 * 2**30, "bytes_in_use": 20 * 2**30})
+    with pytest.raises(MemoryError, match=r"needs 28\.4 GiB per device, 16\.0 GiB is free: sample at most ~36 rows"):
+        S.check_cache_fits(cfg, 64, 16_640, stats={"bytes_limit": 40 * 2**30, "bytes_in_use": 20 * 2**30})
+    S.check_cache_fits(cfg, 64, 16_640, stats={})   # no statistics (CPU): nothing to check
