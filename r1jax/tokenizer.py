@@ -236,7 +236,9 @@ def _as_ids(ids: Sequence[int] | np.ndarray, vocab_size: int) -> np.ndarray:
     ids_T = ids_T.astype(np.int64)
     bad = (ids_T < 0) | (ids_T >= vocab_size)
     if bad.any():
-        raise ValueError(f"token id {int(ids_T[bad][0])} is outside the vocabulary [0, {vocab_size})")
+        raise ValueError(f"token id {int(ids_T[bad][0])} is outside the tokenizer's vocabulary of {vocab_size} ids "
+                         f"([0, {vocab_size})); a model whose vocabulary rows are padded past the tokenizer's must "
+                         f"not emit ids >= {vocab_size} (r1jax's sampler masks them: sample(..., vocab_limit=))")
     return ids_T
 
 

@@ -6,6 +6,8 @@ L_b, L_b+1, ...; a query at position p attends the slots <= p, all of which have
 """
 from __future__ import annotations
 
+import logging
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -36,9 +38,24 @@ def dot_attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxV, mask_BxTxS, scale: float):
     return out.reshape(B, T, N, v_BxSxKxV.shape[-1])
 
 
-def fused_causal_attention(q, k, v, scale: float):
-    """cuDNN flash attention (GPU, bf16/fp16, plain causal: no packing, no cache)."""
-    return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, implementation="cudnn")
+FUSED_MULTIPLE = 64   # cuDNN's flash attention is given sequence lengths padded to a multiple of this
+_PADDED_LENGTHS: set[int] = set()
+
+
+def fused_causal_attention(q, k, v, scale: float, implementation: str = "cudnn", multiple: int = FUSED_MULTIPLE):
+    """Flash attention (cuDNN on GPU; bf16/fp16, plain causal: no packing, no cache) at any length: cuDNN rejects
+    some lengths (e.g. 'Unsupported sequence length Q 223'), so T is padded at the end to a multiple of `multiple`.
+    Causal masking keeps every real query from the padded keys, and the padded queries are cut off."""
+    T = q.shape[1]
+    pad = -T % multiple
+    if pad:
+        if T not in _PADDED_LENGTHS:
+            _PADDED_LENGTHS.add(T)
+            logging.info("fused attention: length %d padded to %d (a multiple of %d)", T, T + pad, multiple)
+        widen = lambda x: jnp.pad(x, ((0, 0), (0, pad), (0, 0), (0, 0)))  # noqa: E731
+        q, k, v = widen(q), widen(k), widen(v)
+    out = jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, implementation=implementation)
+    return out[:, :T]
 
 
 def use_fused(cfg: ModelConfig, segment_ids, cache) -> bool:

@@ -129,3 +129,17 @@ def test_every_param_has_logical_names():
     assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
     assert set(PRESETS) >= {"tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-7b", "r1-distill-qwen-1.5b",
                             "llama-3.2-1b", "llama-3.1-8b"}
+
+
+@pytest.mark.parametrize("T", [1, 7, 223, 1000])
+def test_fused_attention_any_length_equals_plain(T):
+    """The fused path pads the length to FUSED_MULTIPLE (cuDNN rejects some lengths); causal masking keeps the
+    padding out, so the result equals plain attention. Run through jax's XLA implementation here (no cuDNN on CPU)."""
+    from r1jax.models.attention import attention_mask, dot_attention, fused_causal_attention
+    rng = np.random.default_rng(T)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, T, h, 16)), jnp.float32) for h in (4, 2, 2))
+    pos = jnp.broadcast_to(jnp.arange(T), (2, T))
+    want = dot_attention(q, k, v, attention_mask(pos, pos), 0.25)
+    got = fused_causal_attention(q, jnp.repeat(k, 2, axis=2), jnp.repeat(v, 2, axis=2), 0.25, implementation="xla")
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-5, rtol=2e-5)
