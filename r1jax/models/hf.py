@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import struct
@@ -44,33 +45,58 @@ class Tensor:
 
 # ----------------------------------------------------------------------------- safetensors files
 
+INDEX = "model.safetensors.index.json"
+
+
 class SafetensorsReader:
-    """Lazy reader over a folder's *.safetensors files (memory-mapped; reads only the tensors asked for)."""
+    """Lazy reader over a folder's safetensors shards, through the `safetensors` library (memory-mapped; reads only
+    the tensors asked for).
+
+    With `model.safetensors.index.json` the index decides: its `weight_map` names the file of every tensor; a shard
+    it names that is missing is an error naming it, and a *.safetensors file it does not name (a stale shard of an
+    earlier save) is ignored with a warning. Without an index every *.safetensors file is read, and a tensor name in
+    two of them is an error.
+    """
 
     def __init__(self, folder: str):
-        files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+        from safetensors import safe_open
+        present = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors"))
+        index_path = os.path.join(folder, INDEX)
+        weight_map = None
+        if os.path.exists(index_path):
+            weight_map = _read_weight_map(index_path)
+            files = sorted(set(weight_map.values()))
+            missing = [f for f in files if f not in present]
+            if missing:
+                raise FileNotFoundError(f"{index_path} names shard(s) {missing} that are not in {folder}")
+            stale = [f for f in present if f not in files]
+            if stale:
+                logging.warning("%s: ignoring %s, which %s does not name", folder, stale, INDEX)
+        else:
+            files = present
         if not files:
             raise FileNotFoundError(f"no *.safetensors files in {folder}")
-        self.index: dict[str, tuple[str, dict, int]] = {}
+        self._files, self.index = {}, {}
         for f in files:
             path = os.path.join(folder, f)
-            with open(path, "rb") as fh:
-                raw = fh.read(8)
-                if len(raw) < 8:
-                    raise ValueError(f"{path}: truncated safetensors header")
-                (n,) = struct.unpack("<Q", raw)
-                try:
-                    header = json.loads(fh.read(n))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: corrupted safetensors header ({e})") from e
-            size = os.path.getsize(path)
-            for name, meta in header.items():
-                if name == "__metadata__":
-                    continue
-                if meta["data_offsets"][1] + 8 + n > size:
-                    raise ValueError(f"{path}: tensor {name!r} runs past the end of the file (truncated?)")
-                self.index[name] = (path, meta, 8 + n)
-        self._maps: dict[str, np.memmap] = {}
+            try:
+                handle = safe_open(path, framework="numpy")
+                keys = list(handle.keys())
+            except Exception as e:  # noqa: BLE001 - the library's own error types
+                raise ValueError(f"{path}: not a readable safetensors file, truncated or corrupted "
+                                 f"({type(e).__name__}: {e})") from e
+            self._files[path] = handle
+            for name in keys:
+                if weight_map is not None and weight_map.get(name) != f:
+                    continue  # the index files this tensor elsewhere (or not at all)
+                if name in self.index:
+                    raise ValueError(f"{folder}: tensor {name!r} is in both {self.index[name]} and {path}")
+                self.index[name] = path
+        if weight_map is not None:
+            absent = sorted(n for n in weight_map if n not in self.index)
+            if absent:
+                raise KeyError(f"{index_path}: {len(absent)} tensor(s) are not in the shard the index names, "
+                               f"e.g. {absent[:3]}")
 
     def names(self) -> set[str]:
         return set(self.index)
@@ -78,12 +104,19 @@ class SafetensorsReader:
     def get(self, name: str) -> np.ndarray:
         if name not in self.index:
             raise KeyError(f"checkpoint has no tensor {name!r}")
-        path, meta, base = self.index[name]
-        if path not in self._maps:
-            self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
-        start, end = meta["data_offsets"]
-        dtype = DTYPES[meta["dtype"]]
-        return self._maps[path][base + start: base + end].view(dtype).reshape(meta["shape"])
+        return self._files[self.index[name]].get_tensor(name)
+
+
+def _read_weight_map(index_path: str) -> dict[str, str]:
+    try:
+        with open(index_path) as fh:
+            index = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{index_path}: not valid JSON ({e})") from e
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index_path}: expected a JSON object with a 'weight_map' of tensor name -> shard file")
+    return weight_map
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray], metadata: dict | None = None) -> None:
