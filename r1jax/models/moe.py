@@ -182,11 +182,48 @@ def _ragged_experts(x_AxD, group_sizes_E, wg, wu, wd):
     return jax.lax.ragged_dot(h.astype(x_AxD.dtype), wd, group_sizes_E)
 
 
+def ragged_plan(expert_A, n_experts: int):
+    """Dispatch plan without capacity (moe_impl='ragged'): every routed pair in expert order. Returns
+    (slot_A, src_A, counts_E) in `dispatch_plan`'s conventions (slot A = not routed, src A = empty)."""
+    A = expert_A.shape[0]
+    order, counts = sort_by_expert(expert_A, n_experts)
+    counts = counts[:n_experts]
+    src = jnp.where(jnp.arange(A) < counts.sum(), order, A)
+    inv = jnp.zeros(A, jnp.int32).at[order].set(jnp.arange(A, dtype=jnp.int32))
+    return jnp.where(expert_A < n_experts, inv, A), src, counts
+
+
+def experts_on_buffers(buf_ExCxD, wg, wu, wd, *, ep_mode: str = "none", ep_axis=None, reduce_axes=()):
+    """The expert FFNs over per-expert buffers [E, C, D] (E = all experts, C = capacity); `wg/wu/wd` hold this
+    device's experts. 'none': all experts are local. 'a2a': all-to-all over `ep_axis` takes each expert's buffers from
+    every source shard to its device and back. 'replicated': every expert rank holds the same tokens, computes its
+    own experts, and the result is summed over `ep_axis` by the caller after combine. `reduce_axes`: psum of a
+    tensor-sharded expert MLP. Returns [E, C, D]."""
+    E, cap, D = buf_ExCxD.shape
+    n_local = wg.shape[0]
+
+    def run(b):
+        out = _swiglu_experts(b, wg, wu, wd)
+        return jax.lax.psum(out, reduce_axes) if reduce_axes else out
+
+    if ep_mode == "a2a":
+        n_ep = E // n_local
+        buf = jax.lax.all_to_all(buf_ExCxD, ep_axis, 0, 0, tiled=True)          # [n_ep·E_l, C, D], by source
+        buf = buf.reshape(n_ep, n_local, cap, D).transpose(1, 0, 2, 3).reshape(n_local, n_ep * cap, D)
+        out = run(buf).reshape(n_local, n_ep, cap, D).transpose(1, 0, 2, 3).reshape(E, cap, D)
+        return jax.lax.all_to_all(out, ep_axis, 0, 0, tiled=True)
+    if ep_mode == "replicated":
+        start = jax.lax.axis_index(ep_axis) * n_local
+        mine = run(jax.lax.dynamic_slice_in_dim(buf_ExCxD, start, n_local, axis=0))
+        return jax.lax.dynamic_update_slice_in_dim(jnp.zeros_like(buf_ExCxD), mine, start, axis=0)
+    return run(buf_ExCxD)
+
+
 def _local_moe(x_BxTxD, idx_BxTxK, w_BxTxK, valid_BxT, wg, wu, wd, *, cfg: ModelConfig, ep_axis=None,
                ep_mode="none", gather_axes=(), reduce_axes=()):
-    """The routed experts on one device's tokens. `ep_mode`: 'none' (all experts local), 'a2a' (tokens sharded over
-    `ep_axis`, all-to-all to the experts), 'replicated' (every expert rank holds the same tokens: compute the local
-    experts only and psum over `ep_axis`). Returns (y_BxTxD, n_dropped, counts_E) for this device's tokens."""
+    """The routed experts on one device's tokens: plan (dispatch_plan / ragged_plan) -> dispatch -> the experts
+    (experts_on_buffers / _ragged_experts) -> combine. `ep_mode`: 'none', 'a2a' or 'replicated' (see
+    experts_on_buffers). Returns (y_BxTxD, n_dropped, counts_E) for this device's tokens."""
     B, T, D = x_BxTxD.shape
     E, K = cfg.n_routed_experts, cfg.n_experts_per_tok
     N, A = B * T, B * T * K
@@ -199,17 +236,13 @@ def _local_moe(x_BxTxD, idx_BxTxK, w_BxTxK, valid_BxT, wg, wu, wd, *, cfg: Model
     expert_A = jnp.where(valid_BxT[..., None], idx_BxTxK, E).reshape(A).astype(jnp.int32)
     x_NxD = x_BxTxD.reshape(N, D).astype(dt)
     w_NxK = w_BxTxK.reshape(N, K)
-    n_local = wg.shape[0]
 
     if cfg.moe_impl == "ragged":
         if ep_mode != "none":
             raise NotImplementedError("moe_impl='ragged' needs expert-axis size 1 (no ragged all-to-all yet); "
                                       "use moe_impl='einsum' with expert parallelism")
-        order, counts = sort_by_expert(expert_A, E)
-        counts = counts[:E]
-        src = jnp.where(jnp.arange(A) < counts.sum(), order, A)
-        inv = jnp.zeros(A, jnp.int32).at[order].set(jnp.arange(A, dtype=jnp.int32))
-        slot = jnp.where(expert_A < E, inv, A).reshape(N, K)
+        slot, src, counts = ragged_plan(expert_A, E)
+        slot = slot.reshape(N, K)
         out = _ragged_experts(dispatch(x_NxD, src, slot), counts, wg, wu, wd)
         if reduce_axes:
             out = jax.lax.psum(out, reduce_axes)
@@ -219,27 +252,8 @@ def _local_moe(x_BxTxD, idx_BxTxK, w_BxTxK, valid_BxT, wg, wu, wd, *, cfg: Model
         slot, src, dropped, counts = dispatch_plan(expert_A, E, cap)
         slot = slot.reshape(N, K)
         buf = dispatch(x_NxD, src, slot).reshape(E, cap, D)
-        if ep_mode == "a2a":
-            n_ep = E // n_local
-            buf = jax.lax.all_to_all(buf, ep_axis, 0, 0, tiled=True)          # [n_ep·E_l, C, D], by source
-            buf = buf.reshape(n_ep, n_local, cap, D).transpose(1, 0, 2, 3).reshape(n_local, n_ep * cap, D)
-            out = _swiglu_experts(buf, wg, wu, wd)
-            if reduce_axes:
-                out = jax.lax.psum(out, reduce_axes)
-            out = out.reshape(n_local, n_ep, cap, D).transpose(1, 0, 2, 3).reshape(E, cap, D)
-            out = jax.lax.all_to_all(out, ep_axis, 0, 0, tiled=True)
-        elif ep_mode == "replicated":
-            start = jax.lax.axis_index(ep_axis) * n_local
-            mine = jax.lax.dynamic_slice_in_dim(buf, start, n_local, axis=0)
-            out = _swiglu_experts(mine, wg, wu, wd)
-            if reduce_axes:
-                out = jax.lax.psum(out, reduce_axes)
-            out = jax.lax.dynamic_update_slice_in_dim(jnp.zeros_like(buf), out, start, axis=0)
-        else:
-            out = _swiglu_experts(buf, wg, wu, wd)
-            if reduce_axes:
-                out = jax.lax.psum(out, reduce_axes)
-        out = out.reshape(E * cap, D)
+        out = experts_on_buffers(buf, wg, wu, wd, ep_mode=ep_mode, ep_axis=ep_axis,
+                                 reduce_axes=reduce_axes).reshape(E * cap, D)
     y = combine(out, w_NxK, slot, src)
     if ep_mode == "replicated":
         y = jax.lax.psum(y, ep_axis)
