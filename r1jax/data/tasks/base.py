@@ -35,6 +35,19 @@ class Task(Protocol):
         ...
 
 
+def split_examples(task: Task, split: str) -> Sequence[dict]:
+    """The task's examples of `split`: 'train' and 'test' through the protocol; any other name (e.g. 'ood', the
+    out-of-distribution split of countdown and word_problems) through the task's `examples(split)`, which names
+    the splits it has when asked for one it lacks."""
+    if split == "train":
+        return task.train_examples()
+    if split == "test":
+        return task.test_examples()
+    if not hasattr(task, "examples"):
+        raise ValueError(f"task {getattr(task, 'name', task)!r} has only the splits 'train' and 'test', not {split!r}")
+    return task.examples(split)
+
+
 def check_format_style(style: str) -> None:
     if style not in FORMAT_STYLES:
         raise ValueError(f"unknown format_style {style!r}; known: {', '.join(sorted(FORMAT_STYLES))}")
