@@ -27,7 +27,7 @@ import random
 from collections.abc import Mapping
 from typing import ClassVar
 
-from r1jax.data.tasks.base import check_format_style, common_components, in_test_split
+from r1jax.data.tasks.base import GeneratedSplits, check_format_style, common_components, in_test_split
 from r1jax.rewards.countdown import countdown_reward
 
 PROMPT = (
@@ -63,7 +63,7 @@ def random_solution(rng: random.Random, numbers: list[int]) -> tuple[int, str] |
 
 
 @dataclasses.dataclass
-class CountdownTask:
+class CountdownTask(GeneratedSplits):
     """Generated countdown problems. Sizes are per split; numbers are drawn uniformly from [min_value, max_value].
 
     The splits and the options that shape them (`distinct_multisets`, `num_ood`, `ood_numbers`) are in the module
@@ -106,26 +106,6 @@ class CountdownTask:
                              f"{self.max_numbers}: the 'ood' split would not be out of distribution")
         if self.ood_numbers < 0 or self.ood_numbers == 1 or self.num_ood < 0:
             raise ValueError(f"need ood_numbers = 0 or >= 2 and num_ood >= 0, got {self.ood_numbers}, {self.num_ood}")
-        self._cache: dict[str, list[dict]] = {}
-
-    def train_examples(self) -> list[dict]:
-        return self.examples("train")
-
-    def test_examples(self) -> list[dict]:
-        return self.examples("test")
-
-    def ood_examples(self) -> list[dict]:
-        """`num_ood` held-out problems with `ood_numbers` numbers (see the module docstring)."""
-        return self.examples("ood")
-
-    def examples(self, split: str) -> list[dict]:
-        """The examples of 'train', 'test' or 'ood' (generated once, then cached)."""
-        sizes = {"train": self.num_train, "test": self.num_test, "ood": self.num_ood}
-        if split not in sizes:
-            raise ValueError(f"countdown: unknown split {split!r}; known: {', '.join(sizes)}")
-        if split not in self._cache:
-            self._cache[split] = self._generate(split, sizes[split])
-        return self._cache[split]
 
     def _generate(self, split: str, size: int) -> list[dict]:
         rng = random.Random(f"countdown:{self.seed}:{split}")

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from r1jax.data.tasks.arithmetic import integer_reward
-from r1jax.data.tasks.base import check_format_style, in_test_split
+from r1jax.data.tasks.base import GeneratedSplits, check_format_style, in_test_split
 
 NAMES = ("Ann", "Ben", "Cal", "Dee", "Eli", "Fay", "Gus", "Ivy", "Jo", "Kim")
 ITEMS = ("apples", "pens", "cards", "eggs", "coins", "books", "shells", "stamps", "beads", "cups")
@@ -44,7 +44,7 @@ def _apply(a: int, op: str, b: int) -> int:
 
 
 @dataclasses.dataclass
-class WordProblemsTask:
+class WordProblemsTask(GeneratedSplits):
     """Sizes are per split; numbers are drawn from [1, max_value] (see the module docstring for the splits)."""
 
     num_train: int = 10_000
@@ -72,26 +72,6 @@ class WordProblemsTask:
             raise ValueError(f"need max_value >= 2, got {self.max_value}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        self._cache: dict[str, list[dict]] = {}
-
-    def train_examples(self) -> list[dict]:
-        return self.examples("train")
-
-    def test_examples(self) -> list[dict]:
-        return self.examples("test")
-
-    def ood_examples(self) -> list[dict]:
-        """`num_ood` held-out problems of `ood_steps` operations (longer than any trained on)."""
-        return self.examples("ood")
-
-    def examples(self, split: str) -> list[dict]:
-        """The examples of 'train', 'test' or 'ood' (generated once, then cached)."""
-        sizes = {"train": self.num_train, "test": self.num_test, "ood": self.num_ood}
-        if split not in sizes:
-            raise ValueError(f"word_problems: unknown split {split!r}; known: {', '.join(sizes)}")
-        if split not in self._cache:
-            self._cache[split] = self._generate(split, sizes[split])
-        return self._cache[split]
 
     def _structure(self, rng: random.Random, num_ops: int) -> tuple[str, list[tuple[int, str, int, int]]]:
         """(start kind, worked steps [(a, op, b, result)], `num_ops` of them); "a boxes of b" is the first step."""
