@@ -5,9 +5,11 @@ One code path for every reported accuracy: the stages' before/after numbers, the
 
     summary, records = evaluate_task(params, cfg, tokenizer, task, examples, EvalConfig(k=16))
 
-`summary`: pass@1, pass@k for k in `ks`, cons@k, mean response length (tokens), format, answer and truncation rates.
-`records`: one dict per problem with every sample's text, answer, score and length, and the problem's majority
-answer and cons score (for a per-problem JSONL).
+`summary`: pass@1, pass@k and cons@k for k = 2, 4, 8, 16 (and `ks`) up to the samples per problem, cons@n, mean
+response length (tokens), format, answer and truncation rates, and under 'ci' a 95% percentile bootstrap interval
+over problems of each pass@k / cons@k (metrics_eval.bootstrap_ci). `records`: one dict per problem with every
+sample's text, answer, score and length, and the problem's majority answer and cons score (for a per-problem JSONL).
+A progress line (problems x samples, with the running pass@1) goes to stderr while it samples.
 
 Benchmarks (`Benchmark`, `benchmark_examples`) are a task's test split, a JSONL file read by a task of
 r1jax/data/tasks/math_jsonl.py, or the same formats prepared by the TFDS builder of r1jax/data/tfds_benchmarks.py
@@ -27,14 +29,17 @@ import numpy as np
 from r1jax import metrics_eval
 from r1jax.rewards.answers import extract_answer, extract_choice
 from r1jax.sampling import SamplingConfig, sample
+from r1jax.training.metrics import Progress
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """Sampling per the paper's defaults (temperature 0.6, top-p 0.95); k samples per problem.
 
-    ks: the k of the unbiased pass@k estimates to report (those above the samples per problem are left out).
+    ks: k of pass@k and cons@k to report besides LADDER (those above the samples per problem are left out).
     chunk_size: decode steps per compiled scan (the sampler checks for early exit between chunks).
+    ci_level, ci_resamples: the bootstrap intervals over problems in summary['ci'] (ci_resamples 0: none).
+    progress: the progress line on stderr.
     """
     k: int = 4
     temperature: float = 0.6
@@ -46,6 +51,12 @@ class EvalConfig:
     ks: tuple[int, ...] = (1,)
     seed: int = 0
     chunk_size: int = 64
+    ci_level: float = 0.95
+    ci_resamples: int = 10_000
+    progress: bool = True
+
+
+LADDER = (1, 2, 4, 8, 16)  # pass@k and cons@k reported whatever `ks` asks, up to the samples per problem
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -144,6 +155,8 @@ def evaluate_task(params, cfg, tokenizer, task, examples: Sequence[Mapping], ecf
                               pad_id=tokenizer.pad_id, chunk_size=ecfg.chunk_size)
     equivalent = equivalence(task)
     records = []
+    progress = (Progress(len(examples) * ecfg.k, desc=f"eval {getattr(task, 'name', 'task')}", keys=["pass@1"])
+                if ecfg.progress else None)  # samples done: problems x k
     for start in range(0, len(examples), ecfg.prompts_per_batch):
         chunk = list(examples[start:start + ecfg.prompts_per_batch])
         rng, key = jax.random.split(rng)
@@ -167,7 +180,9 @@ def evaluate_task(params, cfg, tokenizer, task, examples: Sequence[Mapping], ecf
             record["pass@1"] = float(np.mean(record["scores"]))
             record.update(vote(record, equivalent))
             records.append(record)
-    summary = summarize(records, task, ecfg.ks, equivalent)
+        if progress is not None:
+            progress.update(len(records) * ecfg.k, {"pass@1": float(np.mean([r["pass@1"] for r in records]))})
+    summary = summarize(records, task, ecfg.ks, equivalent, ci_level=ecfg.ci_level, ci_resamples=ecfg.ci_resamples)
     if "oov_rate" in summary:
         logging.warning("%s: %.4f of the samples hold token ids past the tokenizer's vocabulary (%d); they read "
                         "as U+FFFD", getattr(task, "name", task), summary["oov_rate"], tokenizer.vocab_size)
@@ -196,26 +211,51 @@ def majority_correct(task, record: Mapping, equivalent) -> float:
     return vote(record, equivalent)["cons"]
 
 
-def summarize(records: Sequence[Mapping], task, ks: Sequence[int], equivalent) -> dict[str, float]:
+def reported_ks(ks: Sequence[int], n: int) -> list[int]:
+    """The k of pass@k / cons@k to report: LADDER and `ks`, those with 1 < k <= n (n samples per problem)."""
+    return sorted(k for k in set(LADDER) | {int(k) for k in ks} if 1 < k <= n)
+
+
+def problem_metrics(records: Sequence[Mapping], ks: Sequence[int], equivalent) -> dict[str, np.ndarray]:
+    """{metric: [P] per-problem values} of the metrics that are means over problems (their bootstrap items).
+
+    pass@1: the mean score of the problem's samples. pass@k: Chen et al.'s unbiased estimator, a sample counting as
+    correct when its score is 1. cons@k (k below n): `vote` over the problem's first k samples (one draw of k: the
+    same expectation as any k of them). cons@n: `vote` over all n (a record's own 'cons', when `evaluate_task`
+    already voted, is reused rather than voted again). k runs over `reported_ks(ks, n)`.
+    """
+    n = min(len(r["scores"]) for r in records)
+    out = {"pass@1": np.array([np.mean(r["scores"]) for r in records], np.float64)}
+    chosen = reported_ks(ks, n)
+    for k in chosen:
+        out[f"pass@{k}"] = np.array([metrics_eval.pass_at_k(len(r["scores"]), int(sum(s >= 1.0 for s in r["scores"])),
+                                                           k) for r in records], np.float64)
+    for k in chosen:
+        if k < n:
+            out[f"cons@{k}"] = np.array([vote({"answers": r["answers"][:k], "scores": r["scores"][:k]},
+                                              equivalent)["cons"] for r in records], np.float64)
+    out[f"cons@{n}"] = np.array([r["cons"] if "cons" in r else vote(r, equivalent)["cons"] for r in records],
+                                np.float64)
+    return out
+
+
+def summarize(records: Sequence[Mapping], task, ks: Sequence[int], equivalent, *, ci_level: float = 0.95,
+              ci_resamples: int = 10_000) -> dict[str, Any]:
     """Benchmark summary from per-problem records ('scores', 'answers', 'format', 'lengths'[, 'finished']).
 
-    pass@1: mean over problems of the mean score. pass@k (1 < k <= n): Chen et al.'s unbiased estimator, a sample
-    counting as correct when its score is 1. cons@n: `vote` over all n samples (a record's own 'cons', when
-    `evaluate_task` already voted, is reused rather than voted again). mean_length: tokens per response, stop token
-    included. format_rate / answer_rate: fraction of samples that are well formed / have an extractable answer.
-    truncated_rate: fraction that hit max_new_tokens before the stop token. oov_rate (only when non-zero): fraction
-    holding a token id the tokenizer cannot decode.
+    pass@1, pass@k, cons@k: means over problems of `problem_metrics`; 'ci': {metric: [lo, hi]}, their percentile
+    bootstrap intervals over problems at `ci_level` (`ci_resamples` resamples; 0 leaves 'ci' out). mean_length:
+    tokens per response, stop token included. format_rate / answer_rate: fraction of samples that are well formed /
+    have an extractable answer. truncated_rate: fraction that hit max_new_tokens before the stop token. oov_rate
+    (only when non-zero): fraction holding a token id the tokenizer cannot decode.
     """
+    del task
     if len(records) == 0:
         raise ValueError("summarize: no records")
     n = min(len(r["scores"]) for r in records)
-    out: dict[str, Any] = {"num_problems": len(records), "samples_per_problem": n,
-                           "pass@1": float(np.mean([np.mean(r["scores"]) for r in records]))}
-    for k in sorted(set(int(k) for k in ks)):
-        if 1 < k <= n:
-            out[f"pass@{k}"] = float(np.mean([metrics_eval.pass_at_k(len(r["scores"]), int(sum(s >= 1.0 for s in
-                                               r["scores"])), k) for r in records]))
-    out[f"cons@{n}"] = float(np.mean([r["cons"] if "cons" in r else vote(r, equivalent)["cons"] for r in records]))
+    per_problem = problem_metrics(records, ks, equivalent)
+    out: dict[str, Any] = {"num_problems": len(records), "samples_per_problem": n}
+    out.update({m: float(np.mean(v)) for m, v in per_problem.items()})
     out["mean_length"] = float(np.mean([np.mean(r["lengths"]) for r in records]))
     out["format_rate"] = float(np.mean([np.mean(r["format"]) for r in records]))
     out["answer_rate"] = float(np.mean([np.mean([a is not None for a in r["answers"]]) for r in records]))
@@ -226,6 +266,9 @@ def summarize(records: Sequence[Mapping], task, ks: Sequence[int], equivalent) -
     bad = {k: v for k, v in out.items() if isinstance(v, float) and not math.isfinite(v)}
     if bad:
         raise ValueError(f"summarize: non-finite metrics {bad}")
+    if ci_resamples:
+        out["ci"] = {m: list(metrics_eval.bootstrap_ci(v, n_resamples=ci_resamples, level=ci_level)[1:])
+                     for m, v in per_problem.items()}
     return out
 
 
@@ -242,7 +285,8 @@ class Benchmark:
     """One benchmark to evaluate.
 
     name: the row's name and the stem of its output files. task: a name of r1jax.data.tasks (its verifier).
-    source: 'task' = the task's test split (for a JSONL task, the file `path`; '' = its small shipped sample);
+    source: 'task' = the task's split `split` ('' = 'test'; 'ood' for the generated tasks that have one, see
+      r1jax.data.tasks.base.split_examples) (for a JSONL task, the file `path`; '' = its small shipped sample);
       'tfds' = split `split` ('' = the only one) of r1_benchmarks/<TFDS_CONFIGS[task]>, prepared from
       `manual_dir`/<config>/<split>.jsonl into `data_dir` (once; again when a file changed).
     task_kwargs: the task's constructor arguments (e.g. countdown sizes, format_style).
@@ -286,7 +330,8 @@ def benchmark_task(bench: Benchmark):
     from r1jax.data.tasks import TASKS, get_task
     kwargs = dict(bench.task_kwargs)
     if bench.path:
-        if bench.task in TASKS and "test_path" not in {f.name for f in dataclasses.fields(TASKS[bench.task])}:
+        factory = TASKS.get(bench.task)
+        if dataclasses.is_dataclass(factory) and "test_path" not in {f.name for f in dataclasses.fields(factory)}:
             raise ValueError(f"benchmark {bench.name!r}: task {bench.task!r} does not read files; leave 'path' empty")
         kwargs["test_path"] = bench.path
     return get_task(bench.task, **kwargs)
@@ -297,7 +342,8 @@ def benchmark_examples(bench: Benchmark, task=None) -> tuple[Any, list[dict]]:
     import grain
     task = benchmark_task(bench) if task is None else task
     if bench.source == "task":
-        ds = grain.MapDataset.source(list(task.test_examples()))
+        from r1jax.data.tasks.base import split_examples
+        ds = grain.MapDataset.source(list(split_examples(task, bench.split or "test")))
     else:
         if getattr(task, "seed", 0):
             raise ValueError(f"benchmark {bench.name!r}: the TFDS builder shuffles GPQA options with seed 0, the "
@@ -346,16 +392,25 @@ def write_results(outdir: str, name: str, summary: Mapping, records: Sequence[Ma
 
 
 def markdown_table(rows: Sequence[Mapping]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    """One row per mapping, the union of their keys as columns. A metric with an interval in the row's 'ci'
+    ({metric: [lo, hi]}, as summaries carry) reads 'value [lo, hi]'; other non-scalar fields are left out."""
+    scalar = lambda v: not isinstance(v, (Mapping, list, tuple))  # noqa: E731
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if all(scalar(r.get(k, "")) for r in rows)]
+
+    def cell(row: Mapping, key: str) -> str:
+        v = row.get(key, "")
+        text = f"{v:.3f}" if isinstance(v, float) else str(v)
+        ci = (row.get("ci") or {}).get(key)
+        return text + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None and isinstance(v, float) else "")
+
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r, k) for k in keys) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def combined_rows(summaries: Mapping[str, Mapping]) -> list[dict]:
     """One row per benchmark with the same columns in the paper's order: cons@n as 'cons@k' next to k = n, pass@k
-    columns by k ('-' where a benchmark has too few samples), then lengths and rates."""
+    columns by k ('-' where a benchmark has too few samples), then lengths and rates; intervals ('ci') go along."""
     pass_ks = sorted({int(key[5:]) for s in summaries.values() for key in s if key.startswith("pass@")} - {1})
     rates = ["mean_length", "format_rate", "answer_rate", "truncated_rate"]
     rates += ["oov_rate"] if any("oov_rate" in s for s in summaries.values()) else []
@@ -366,6 +421,9 @@ def combined_rows(summaries: Mapping[str, Mapping]) -> list[dict]:
                "cons@k": s[f"cons@{n}"]}
         row.update({f"pass@{k}": s.get(f"pass@{k}", "-") for k in pass_ks})
         row.update({key: s.get(key, "-") for key in rates})
+        if "ci" in s:
+            ci = dict(s["ci"])
+            row["ci"] = {**{k: v for k, v in ci.items() if k in row}, "cons@k": ci.get(f"cons@{n}")}
         rows.append(row)
     return rows
 

@@ -1,12 +1,12 @@
 """Evaluation: pass@k against the closed form, cons@k voting and tie-breaking, what evaluation adds to answer
 extraction, scoring through evaluate_task with a scripted sampler, TFDS == JSONL examples, and the CLI end to end on
 a random-weight smoke checkpoint (countdown + a GSM8K JSONL file)."""
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -32,7 +32,7 @@ def _write_jsonl(path, rows):
     return str(path)
 
 
-@dataclass
+@dataclasses.dataclass
 class FakeTask:
     """Verifier stand-in: accuracy 1 when the sample's answer is the gold; voting by exact text."""
     answer_kind: str = "integer"
@@ -117,6 +117,38 @@ def test_summarize_reuses_the_vote_evaluate_task_stored_and_fails_loudly():
         evaluation.summarize([], FakeTask(), (1,), _exact)
 
 
+# ---------------------------------------------------------------------------------------------------- ladder, CIs
+
+
+def test_summary_reports_the_k_ladder_and_cons_from_the_first_k_samples():
+    # 16 samples; the first 4 vote "7" (right) 3 to 1, the rest mostly "5" (wrong): cons@2/4 right, cons@8/16 wrong.
+    answers = ["7", "7", "7", "5", "5", "5", "5", "5", "5", "5", "5", "7", "5", "5", "5", "5"]
+    record = _record(answers, [float(a == "7") for a in answers])
+    s = evaluation.summarize([record], FakeTask(), (1,), _exact)
+    assert [k for k in s if k.startswith(("pass@", "cons@"))] == [
+        "pass@1", "pass@2", "pass@4", "pass@8", "pass@16", "cons@2", "cons@4", "cons@8", "cons@16"]
+    assert (s["cons@2"], s["cons@4"], s["cons@8"], s["cons@16"]) == (1.0, 1.0, 0.0, 0.0)
+    assert s["pass@16"] == 1.0 and s["pass@8"] == pytest.approx(1 - math.comb(12, 8) / math.comb(16, 8))
+    few = evaluation.summarize([_record(["7"] * 3, [1.0] * 3)], FakeTask(), (3,), _exact)
+    assert [k for k in few if k.startswith(("pass@", "cons@"))] == ["pass@1", "pass@2", "pass@3", "cons@2", "cons@3"]
+
+
+def test_summary_intervals_are_bootstraps_over_problems():
+    from r1jax import metrics_eval
+    records = [_record(["7", "7"], [1.0, 1.0]) for _ in range(5)] + [_record(["5", "7"], [0.0, 1.0])] * 5
+    s = evaluation.summarize(records, FakeTask(), (1, 2), _exact)
+    assert set(s["ci"]) == {"pass@1", "pass@2", "cons@2"}
+    assert s["ci"]["pass@1"] == list(metrics_eval.bootstrap_ci([1.0] * 5 + [0.5] * 5)[1:])
+    assert s["ci"]["pass@2"] == [1.0, 1.0]  # every problem solved within 2: zero width
+    lo, hi = s["ci"]["cons@2"]
+    assert lo < s["cons@2"] < hi
+    assert "ci" not in evaluation.summarize(records, FakeTask(), (1,), _exact, ci_resamples=0)
+    table = evaluation.markdown_table([{"model": "after", **s}])
+    assert "| model | num_problems |" in table and "| ci |" not in table and "{" not in table
+    assert f"| {s['pass@1']:.3f} [{s['ci']['pass@1'][0]:.3f}, {s['ci']['pass@1'][1]:.3f}] |" in table
+    assert "| 1.000 [1.000, 1.000] |" in table
+
+
 # ---------------------------------------------------------------------------------------------------- answers
 
 
@@ -189,7 +221,7 @@ def _scripted_sampler(tok, script, max_new):
     return fake_sample
 
 
-def test_evaluate_task_scores_every_sample(tmp_path, monkeypatch):
+def test_evaluate_task_scores_every_sample(tmp_path, monkeypatch, capsys):
     tok = ByteTokenizer()
     task = Gsm8kTask(test_path=_write_jsonl(tmp_path / "gsm8k.jsonl", GSM8K_ROWS[:2]))
     examples = task.test_examples()
@@ -202,6 +234,8 @@ def test_evaluate_task_scores_every_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(evaluation, "sample", _scripted_sampler(tok, script, max_new=48))
     ecfg = evaluation.EvalConfig(k=4, max_new_tokens=48, template="r1_zero_short", ks=(1, 2, 4), prompts_per_batch=1)
     summary, records = evaluation.evaluate_task(None, None, tok, task, examples, ecfg)
+    progress = capsys.readouterr().err.splitlines()
+    assert progress[-1].startswith("eval gsm8k 8/8 (100%)") and "pass@1=0.375" in progress[-1]
     r0, r1 = records
     assert r0["samples"][0] == "<think> 3*9 </think> <answer>27</answer>"  # the template's '<think>' prefix kept
     assert r0["answers"] == ["27", "27.0", "26", None] and r0["scores"] == [1.0, 1.0, 0.0, 0.0]
@@ -218,6 +252,20 @@ def test_evaluate_task_scores_every_sample(tmp_path, monkeypatch):
     assert summary["mean_length"] == pytest.approx(np.mean(r0["lengths"] + r1["lengths"]))
     with pytest.raises(ValueError, match="no examples"):
         evaluation.evaluate_task(None, None, tok, task, [], ecfg)
+    script += ["<answer>27</answer>"] * 4
+    evaluation.evaluate_task(None, None, tok, task, examples[:1], dataclasses.replace(ecfg, progress=False))
+    assert capsys.readouterr().err == ""
+
+
+def test_task_benchmarks_take_a_split():
+    kwargs = dict(num_train=10, num_test=6, num_ood=5, min_numbers=3, max_numbers=3, max_value=15)
+    _, test = evaluation.benchmark_examples(evaluation.Benchmark("cd", "countdown", task_kwargs=kwargs))
+    _, ood = evaluation.benchmark_examples(evaluation.Benchmark("cd", "countdown", split="ood", task_kwargs=kwargs))
+    assert len(test) == 6 and {len(e["numbers"]) for e in test} == {3}
+    assert len(ood) == 5 and {len(e["numbers"]) for e in ood} == {4}
+    with pytest.raises(ValueError, match="only the splits 'train' and 'test'"):
+        evaluation.benchmark_examples(evaluation.Benchmark("a", "arithmetic", split="ood",
+                                                           task_kwargs=dict(num_train=4, num_test=4)))
 
 
 # ---------------------------------------------------------------------------------------------------- benchmarks

@@ -1,8 +1,11 @@
 import itertools
+import json
 import math
 
+import numpy as np
 import pytest
 
+from r1jax import metrics_eval
 from r1jax.metrics_eval import aggregate, cons_at_k, majority_vote, pass_at_1_mean, pass_at_k
 
 
@@ -139,3 +142,89 @@ def test_aggregate_minimal_and_errors():
         aggregate([{"answers": ["a"]}])
     with pytest.raises(ValueError, match="no problems"):
         aggregate([])
+
+
+# ---------------------------------------------------------------------------------------------------- intervals
+
+
+def test_bootstrap_ci_of_constant_values_has_zero_width():
+    assert metrics_eval.bootstrap_ci([0.25] * 40) == (0.25, 0.25, 0.25)
+    assert metrics_eval.bootstrap_ci([3.0]) == (3.0, 3.0, 3.0)
+
+
+def test_bootstrap_ci_of_two_values_is_their_range_of_resampled_means():
+    # Means of 4 draws from {0, 1} lie in {0, .25, .5, .75, 1}; the 95% interval of 10,000 resamples is [0, 1]
+    # only when the extreme resamples (probability 1/16 each) exceed 2.5% of the draws, which they do.
+    mean, lo, hi = metrics_eval.bootstrap_ci([0.0, 1.0, 0.0, 1.0])
+    assert (mean, lo, hi) == (0.5, 0.0, 1.0)
+    mean, lo, hi = metrics_eval.bootstrap_ci([0.0, 1.0, 0.0, 1.0], level=0.5)
+    assert (lo, hi) == (0.25, 0.75)
+
+
+def test_bootstrap_ci_matches_the_normal_interval_and_covers_at_its_level():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    mean, lo, hi = metrics_eval.bootstrap_ci(x, seed=1)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)
+    assert mean == pytest.approx(x.mean()) and lo < mean < hi
+    assert hi - lo == pytest.approx(2 * half, rel=0.08)  # the bootstrap SE of a mean is the sample SE
+    assert (lo + hi) / 2 == pytest.approx(mean, abs=0.1 * half)
+    # Coverage on a known distribution (Bernoulli(0.3), N = 100), fixed seeds: close to 95% over 400 trials.
+    covered = [lo <= 0.3 <= hi for t in range(400)
+               for _, lo, hi in [metrics_eval.bootstrap_ci(rng.random(100) < 0.3, n_resamples=1000, seed=t)]]
+    assert 0.91 <= np.mean(covered) <= 0.98
+
+
+def test_bootstrap_ci_is_deterministic_and_checks_its_inputs(monkeypatch):
+    x = np.random.default_rng(5).random(10)
+    assert metrics_eval.bootstrap_ci(x, seed=3) == metrics_eval.bootstrap_ci(x, seed=3)
+    assert metrics_eval.bootstrap_ci(x, seed=3) != metrics_eval.bootstrap_ci(x, seed=4)
+    # Resamples drawn in blocks (large N) are the ones a single block would draw.
+    big = np.random.default_rng(5).random(3000)
+    blocks = metrics_eval.resampled_means(big, 3000, seed=0)
+    monkeypatch.setattr(metrics_eval, "_CHUNK", 3000 * 3000)
+    np.testing.assert_array_equal(blocks, metrics_eval.resampled_means(big, 3000, seed=0))
+    assert blocks.std() == pytest.approx(big.std() / np.sqrt(3000), rel=0.1)
+    for bad, match in [([], "non-empty"), ([1.0, float("nan")], "non-finite values at \\[1\\]"),
+                       ([[1.0, 2.0]], "1-D")]:
+        with pytest.raises(ValueError, match=match):
+            metrics_eval.bootstrap_ci(bad)
+    with pytest.raises(ValueError, match="level"):
+        metrics_eval.bootstrap_ci(x, level=95)
+    with pytest.raises(ValueError, match="n_resamples"):
+        metrics_eval.bootstrap_ci(x, n_resamples=0)
+
+
+def test_paired_bootstrap_cancels_what_the_runs_share():
+    rng = np.random.default_rng(2)
+    difficulty = rng.random(300)  # shared per problem: large spread between problems
+    a = difficulty + 0.05 + rng.normal(scale=0.01, size=300)
+    b = difficulty
+    mean, lo, hi = metrics_eval.paired_bootstrap_ci(a, b)
+    assert mean == pytest.approx(0.05, abs=0.003) and 0.0 < lo < mean < hi < 0.1
+    _, ua, ub = metrics_eval.bootstrap_ci(a)
+    assert hi - lo < (ub - ua) / 5  # much tighter than either run's own interval
+    assert metrics_eval.paired_bootstrap_ci([1.0, 2.0], [1.0, 2.0]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        metrics_eval.paired_bootstrap_ci([1.0, 2.0], [1.0])
+
+
+def test_seeds_summary_format():
+    per_seed = {"pass@1": [0.30, 0.34, 0.32], "pass@16": [0.8, 0.8, 0.8], "cons@16": [0.5, 0.6, 0.4]}
+    out = metrics_eval.seeds_summary(per_seed)
+    assert list(out) == list(per_seed)
+    for metric, values in per_seed.items():
+        row = out[metric]
+        assert set(row) == {"mean", "ci_low", "ci_high", "seeds"} and row["seeds"] == values
+        assert row["mean"] == pytest.approx(np.mean(values))
+        assert min(values) <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= max(values)
+        assert (row["mean"], row["ci_low"], row["ci_high"]) == metrics_eval.bootstrap_ci(values)
+    assert out["pass@16"]["ci_low"] == out["pass@16"]["ci_high"] == 0.8  # zero width
+    assert out["pass@1"]["ci_low"] < out["pass@1"]["ci_high"]
+    json.dumps(out)  # plain floats and lists: what docs/results/<name>_seeds.json holds
+    with pytest.raises(ValueError, match="different numbers of seeds"):
+        metrics_eval.seeds_summary({"a": [1.0, 2.0], "b": [1.0]})
+    with pytest.raises(ValueError, match="'a'"):
+        metrics_eval.seeds_summary({"a": [1.0, float("inf")]})
+    with pytest.raises(ValueError, match="no metrics"):
+        metrics_eval.seeds_summary({})

@@ -64,7 +64,7 @@ def test_configurable_ranges():
 
 def test_impossible_request_fails_loudly():
     with pytest.raises(ValueError, match="generated only"):
-        task = CountdownTask(num_train=500, num_test=5, min_numbers=2, max_numbers=2, max_value=2, max_target=3)
+        task = CountdownTask(num_train=20, num_test=5, min_numbers=2, max_numbers=2, max_value=2, max_target=3)
         task.train_examples()
     with pytest.raises(ValueError, match="min_numbers"):
         CountdownTask(min_numbers=5, max_numbers=4)
@@ -86,3 +86,64 @@ def test_registry():
         get_task("countdwn")
     with pytest.raises(TypeError):
         get_task("countdown", num_trian=10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Room: a held-out set of >= 1,000 problems, distinct multisets, and the out-of-distribution split
+# ---------------------------------------------------------------------------------------------------------------
+R1_ZERO = dict(min_numbers=3, max_numbers=3, min_value=1, max_value=15, max_target=100, prompt_style="compact")
+
+
+def multisets(examples):
+    return {tuple(sorted(ex["numbers"])) for ex in examples}
+
+
+def test_heldout_of_a_thousand_problems_never_shares_numbers_with_training():
+    """configs/r1_zero.py's gpu ranges (3 numbers in 1..20) hold 1,668 held-out problems over 157 multisets."""
+    task = CountdownTask(**{**R1_ZERO, "max_value": 20}, num_train=3000, num_test=1000)
+    test = task.test_examples()
+    assert len(test) == 1000 and len({(tuple(sorted(e["numbers"])), e["target"]) for e in test}) == 1000
+    assert not multisets(test) & multisets(task.train_examples())
+    assert all(in_test_split(numbers_key(m), task.test_fraction) for m in multisets(test))
+    for ex in test[::50]:
+        assert check_equation(ex["solution"], ex["numbers"], ex["target"])
+
+
+def test_a_larger_test_split_extends_the_smaller_one():
+    """Asking for more held-out problems appends: the default's 128 are the first 128 of a 600-problem split."""
+    small = CountdownTask(**R1_ZERO, num_train=10, num_test=128).test_examples()
+    assert CountdownTask(**R1_ZERO, num_train=10, num_test=600).test_examples()[:128] == small
+
+
+def test_distinct_multisets_gives_a_thousand_different_number_sets():
+    task = CountdownTask(**{**R1_ZERO, "max_value": 40}, num_train=2000, num_test=1000, distinct_multisets=True)
+    test = task.test_examples()
+    assert len(multisets(test)) == len(test) == 1000
+    train = task.train_examples()
+    assert len(multisets(train)) == len(train) and not multisets(train) & multisets(test)
+
+
+def test_ood_split_has_more_numbers_and_no_trained_multiset():
+    task = CountdownTask(**R1_ZERO, num_train=500, num_test=50, num_ood=1000)
+    ood = task.ood_examples()
+    assert len(ood) == 1000 and task.examples("ood") is ood
+    assert {len(ex["numbers"]) for ex in ood} == {4}  # trained on 3
+    assert {len(ex["numbers"]) for ex in task.train_examples()} == {3}
+    assert all(1 <= n <= 15 for ex in ood for n in ex["numbers"]) and all(1 <= ex["target"] <= 100 for ex in ood)
+    assert all(in_test_split(numbers_key(ex["numbers"]), task.test_fraction) for ex in ood)
+    # Not in the train split of a task that does train on 4 numbers either (same hash side as the test split).
+    wide = CountdownTask(**{**R1_ZERO, "max_numbers": 4}, num_train=2000, num_test=5)
+    assert not multisets(wide.train_examples()) & multisets(ood)
+    assert {len(ex["numbers"]) for ex in wide.ood_examples()[:20]} == {5}
+    for ex in ood[::100]:
+        assert check_equation(ex["solution"], ex["numbers"], ex["target"])
+    assert ood[0]["id"] == "countdown-ood-0"
+
+
+def test_ood_and_split_arguments_are_checked():
+    with pytest.raises(ValueError, match="inside the trained range"):
+        CountdownTask(min_numbers=3, max_numbers=4, ood_numbers=4)
+    with pytest.raises(ValueError, match="ood_numbers"):
+        CountdownTask(ood_numbers=1)
+    with pytest.raises(ValueError, match="unknown split 'dev'; known: train, test, ood"):
+        CountdownTask(num_train=5, num_test=5).examples("dev")

@@ -16,7 +16,7 @@ def write_jsonl(path, rows):
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_follows_the_protocol(name):
-    kwargs = {"num_train": 20, "num_test": 4} if name in ("countdown", "arithmetic") else {}
+    kwargs = {"num_train": 20, "num_test": 4} if name in ("countdown", "arithmetic", "word_problems") else {}
     task = get_task(name, **kwargs)
     assert isinstance(task, Task) and task.name == name
     for ex in list(task.train_examples()) + list(task.test_examples()):

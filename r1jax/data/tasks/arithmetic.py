@@ -31,6 +31,13 @@ def parse_integer(answer: str | None) -> int | None:
     return int(text)
 
 
+def integer_reward(completion: str, example: Mapping, format_style: str) -> dict[str, float]:
+    """{'accuracy', 'format', 'language'}; accuracy: the extracted answer is exactly the integer `example['answer']`."""
+    value = parse_integer(extract_answer(completion))
+    correct = value is not None and value == int(example["answer"])
+    return {"accuracy": float(correct), **common_components(completion, format_style)}
+
+
 @dataclasses.dataclass
 class ArithmeticTask:
     ops: tuple[str, ...] = ("add", "mul")
@@ -103,6 +110,4 @@ class ArithmeticTask:
 
     def reward(self, completion: str, example: Mapping) -> dict[str, float]:
         """{'accuracy', 'format', 'language'}; accuracy: the extracted answer is exactly the integer result."""
-        value = parse_integer(extract_answer(completion))
-        correct = value is not None and value == int(example["answer"])
-        return {"accuracy": float(correct), **common_components(completion, self.format_style)}
+        return integer_reward(completion, example, self.format_style)

@@ -35,6 +35,44 @@ class Task(Protocol):
         ...
 
 
+def split_examples(task: Task, split: str) -> Sequence[dict]:
+    """The task's examples of `split`: 'train' and 'test' through the protocol; any other name (e.g. 'ood', the
+    out-of-distribution split of countdown and word_problems) through the task's `examples(split)`, which names
+    the splits it has when asked for one it lacks."""
+    if split == "train":
+        return task.train_examples()
+    if split == "test":
+        return task.test_examples()
+    if not hasattr(task, "examples"):
+        raise ValueError(f"task {getattr(task, 'name', task)!r} has only the splits 'train' and 'test', not {split!r}")
+    return task.examples(split)
+
+
+class GeneratedSplits:
+    """The splits of a generated task: 'train', 'test' and 'ood' (out of distribution: what differs is the task's
+    to say), each made once by the task's `_generate(split, size)` at the size of its `num_<split>` field, then
+    cached. Mixed into the task dataclass (countdown, word_problems)."""
+
+    SPLITS = ("train", "test", "ood")
+
+    def train_examples(self) -> list[dict]:
+        return self.examples("train")
+
+    def test_examples(self) -> list[dict]:
+        return self.examples("test")
+
+    def ood_examples(self) -> list[dict]:
+        return self.examples("ood")
+
+    def examples(self, split: str) -> list[dict]:
+        if split not in self.SPLITS:
+            raise ValueError(f"{self.name}: unknown split {split!r}; known: {', '.join(self.SPLITS)}")
+        cache = self.__dict__.setdefault("_split_cache", {})
+        if split not in cache:
+            cache[split] = self._generate(split, getattr(self, f"num_{split}"))
+        return cache[split]
+
+
 def check_format_style(style: str) -> None:
     if style not in FORMAT_STYLES:
         raise ValueError(f"unknown format_style {style!r}; known: {', '.join(sorted(FORMAT_STYLES))}")
