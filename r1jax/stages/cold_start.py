@@ -50,15 +50,15 @@ def source_shape(text: str) -> float:
 
 
 def trace_samples(task, examples, seed: int) -> list[rj.Sample]:
-    """Correct synthetic traces (countdown only), as if sampled: the 'traces' source."""
-    from r1jax.data.traces import countdown_trace
-    if task.answer_kind != "countdown":
-        raise ValueError(f"cold_start source 'traces' is made for countdown, not {task.name!r}; use 'rollouts' or a "
-                         "JSONL file")
+    """Correct synthetic traces, as if sampled: the 'traces' source (the tasks of traces.TRACE_TASKS)."""
+    from r1jax.data.traces import TRACE_TASKS, task_trace
+    if task.name not in TRACE_TASKS:
+        raise ValueError(f"cold_start source 'traces' exists for {', '.join(TRACE_TASKS)}, not {task.name!r}; use "
+                         "'rollouts' or a JSONL file")
     rng = np.random.default_rng([seed, 13])
     out = []
     for ex in examples:
-        trace = countdown_trace(ex["numbers"], ex["target"], rng, p_correct=1.0, p_retry=0.0, max_attempts=1)
+        trace = task_trace(task, ex, rng, p_correct=1.0, p_retry=0.0, max_attempts=1)
         out.append(rj.Sample(ex, "<think>" + trace, True, 0))
     return out
 

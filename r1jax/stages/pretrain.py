@@ -1,4 +1,4 @@
-"""Pretraining a base model on a synthetic countdown corpus: the starting point of R1-Zero without hub weights.
+"""Pretraining a base model on a synthetic corpus (countdown or word problems): the starting point of R1-Zero without hub weights.
 
     run(config, workdir) -> path of the final params
 
@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from r1jax.data.tasks import get_task
-from r1jax.data.traces import countdown_trace
+from r1jax.data.traces import TRACE_TASKS, task_trace
 from r1jax.stages import common
 from r1jax.stages.sft import train_sft
 from r1jax.tokenizer import get_template, load_tokenizer
@@ -30,16 +30,15 @@ EOS, PAD = "<|endoftext|>", "<|pad|>"
 def corpus_texts(config: ml_collections.ConfigDict, bos_text: str = "") -> list[str]:
     """The pretraining documents: every train problem, templated, with a synthetic reasoning trace."""
     task = get_task(config.task.name, **dict(config.task.kwargs or {}))
-    if task.answer_kind != "countdown":
-        raise ValueError(f"the synthetic pretraining corpus is made for countdown, not {task.name!r}")
+    if task.name not in TRACE_TASKS:
+        raise ValueError(f"the synthetic pretraining corpus exists for {', '.join(TRACE_TASKS)}, not {task.name!r}")
     tmpl = get_template(config.template)
     c = config.corpus
     rng = np.random.default_rng(config.seed)
     out = []
     for _ in range(c.epochs_of_traces):
         for ex in task.train_examples():
-            trace = countdown_trace(ex["numbers"], ex["target"], rng, p_correct=c.p_correct, p_retry=c.p_retry,
-                                    max_attempts=c.max_attempts)
+            trace = task_trace(task, ex, rng, p_correct=c.p_correct, p_retry=c.p_retry, max_attempts=c.max_attempts)
             out.append(tmpl.render(ex["prompt"], bos_text) + trace)
     return out
 
