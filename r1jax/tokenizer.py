@@ -279,7 +279,10 @@ class HFTokenizer:
         if not os.path.isfile(json_path):
             raise FileNotFoundError(f"no tokenizer.json at {json_path}")
         self.path = json_path
-        self._tok = tokenizers.Tokenizer.from_file(json_path)
+        try:
+            self._tok = tokenizers.Tokenizer.from_file(json_path)
+        except Exception as e:  # noqa: BLE001 - the library raises a bare Exception for a bad file
+            raise ValueError(f"{json_path}: not a tokenizer.json the `tokenizers` library can read ({e})") from e
         self._vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
         config_path = os.path.join(folder, "tokenizer_config.json")

@@ -274,12 +274,30 @@ def _set(tree, path, value):
     tree[path[-1]] = value
 
 
+def config_from_hf_file(conv, hf: dict, path: str) -> ModelConfig:
+    """conv.config_from_hf(hf), with a missing or malformed field named together with the file."""
+    try:
+        return conv.config_from_hf(hf)
+    except KeyError as e:
+        raise ValueError(f"{path}: missing field {e.args[0]!r}") from e
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
 def read_config(folder: str) -> dict:
     path = os.path.join(folder, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{folder} has no config.json")
-    with open(path) as fh:
-        return json.load(fh)
+    try:
+        with open(path) as fh:
+            hf = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from e
+    if not isinstance(hf, dict):
+        raise ValueError(f"{path}: expected a JSON object of model settings, got {type(hf).__name__}")
+    return hf
 
 
 def load(folder: str, mesh=None, cfg_overrides: dict | None = None, dtype=None) -> tuple[ModelConfig, dict]:
@@ -290,7 +308,7 @@ def load(folder: str, mesh=None, cfg_overrides: dict | None = None, dtype=None) 
     """
     hf = read_config(folder)
     conv = converter(hf.get("model_type", ""))
-    cfg = conv.config_from_hf(hf)
+    cfg = config_from_hf_file(conv, hf, os.path.join(folder, "config.json"))
     if cfg_overrides:
         cfg = cfg.replace(**cfg_overrides)
     reader = SafetensorsReader(folder)

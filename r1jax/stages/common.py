@@ -57,15 +57,34 @@ def save_final(workdir: str, cfg: ModelConfig, params, tokenizer: str, extra: di
     return out
 
 
-def _config_from_dict(d: dict) -> ModelConfig:
+def _config_from_dict(d: dict, where: str = "model config") -> ModelConfig:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: 'model' must be a JSON object of ModelConfig fields, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown ModelConfig field(s) {unknown}; known: {sorted(known)}")
     d = dict(d)
     d["rope_scaling"] = tuple(tuple(x) for x in d.get("rope_scaling", ()))
-    return ModelConfig(**d).validate()
+    try:
+        return ModelConfig(**d).validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from e
 
 
 def read_model_meta(path: str) -> dict:
-    with open(os.path.join(path, "model.json")) as fh:
-        return json.load(fh)
+    """model.json of a stage output; a file that is not a JSON object with a 'model' entry is an error naming it."""
+    file = os.path.join(path, "model.json")
+    try:
+        with open(file) as fh:
+            meta = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{file}: not UTF-8 text (byte {e.start})") from e
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise ValueError(f"{file}: expected a JSON object with a 'model' entry (the ModelConfig) and 'tokenizer'")
+    return meta
 
 
 def load_model(path: str, mesh=None, overrides: dict | None = None) -> tuple[ModelConfig, Any, str]:
@@ -81,7 +100,7 @@ def load_model(path: str, mesh=None, overrides: dict | None = None) -> tuple[Mod
         raise FileNotFoundError(f"{path} is neither a stage output (model.json + params/) nor an HF folder "
                                 f"(config.json + safetensors)")
     meta = read_model_meta(path)
-    cfg = _config_from_dict(meta["model"])
+    cfg = _config_from_dict(meta["model"], os.path.join(path, "model.json") + ": 'model'")
     if overrides:
         cfg = cfg.replace(**overrides)
     abstract = None
@@ -133,9 +152,10 @@ def model_config_at(path: str, overrides: dict | None = None) -> ModelConfig:
     """The ModelConfig of a stage output (model.json) or an HF folder (config.json), without reading weights."""
     if os.path.exists(os.path.join(path, "config.json")):
         from r1jax.models import hf
-        cfg = hf.converter(hf.read_config(path).get("model_type", "")).config_from_hf(hf.read_config(path))
+        raw = hf.read_config(path)
+        cfg = hf.config_from_hf_file(hf.converter(raw.get("model_type", "")), raw, os.path.join(path, "config.json"))
     elif os.path.exists(os.path.join(path, "model.json")):
-        cfg = _config_from_dict(read_model_meta(path)["model"])
+        cfg = _config_from_dict(read_model_meta(path)["model"], os.path.join(path, "model.json") + ": 'model'")
     else:
         raise FileNotFoundError(f"{path} is neither a stage output (model.json + params/) nor an HF folder "
                                 f"(config.json + safetensors)")
