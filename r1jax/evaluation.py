@@ -138,7 +138,7 @@ def generate(params, cfg, tokenizer, prompts: Sequence[str], sampling: SamplingC
     bos = getattr(tokenizer, "bos_text", "")
     ids = [tokenizer.encode(tmpl.render(p, bos)) for p in prompts]
     # The model's vocab rows may be padded past the tokenizer's (Qwen): those ids are never drawn.
-    out = sample(params, cfg, ids, sampling, rng, mesh=mesh, vocab_limit=min(int(tokenizer.vocab_size), cfg.vocab_size))
+    out = sample(params, cfg, ids, sampling, rng, mesh=mesh, vocab_limit=int(tokenizer.vocab_size))
     texts = [completion_text(tokenizer, t, n, tmpl.completion_prefix) for t, n in zip(out.tokens, out.lengths)]
     return texts, np.asarray(out.lengths), out, ids
 

@@ -1,3 +1,4 @@
+import pytest
 """The notebooks run top to bottom on CPU with their smoke settings and fail on any error.
 
 As papermill does, the settings are a cell injected after the one tagged "parameters". The kernel is this test's own
@@ -94,6 +95,7 @@ def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for cell in nb.cells for o in cell.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_r1_zero_notebook(tmp_path):
     nb, workdir = execute("r1_zero.ipynb", tmp_path)
     text = _text(nb)
@@ -105,6 +107,7 @@ def test_r1_zero_notebook(tmp_path):
     assert _images(nb) >= 2  # pretraining curves and the RL curves
 
 
+@pytest.mark.slow
 def test_r1_pipeline_notebook(tmp_path):
     nb, workdir = execute("r1_pipeline.ipynb", tmp_path)
     text = _text(nb)
@@ -117,6 +120,7 @@ def test_r1_pipeline_notebook(tmp_path):
     assert _images(nb) >= 8  # every stage's curves
 
 
+@pytest.mark.slow
 def test_hf_roundtrip_notebook(tmp_path):
     nb, workdir = execute("hf_roundtrip.ipynb", tmp_path)
     text = _text(nb)

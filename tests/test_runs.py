@@ -178,7 +178,9 @@ def library_info_lines(stderr: str) -> list[str]:
 
 
 def test_library_info_lines_are_told_from_r1jax_ones():
-    text = ("I1202 20:16:15.574690 140232347937664 pretrain.py:51] pretraining corpus: 64 traces\n"
+    own = next(i for i, line in enumerate(open(os.path.join(ROOT, "r1jax", "stages", "pretrain.py")), 1)
+               if 'logging.info("pretraining corpus' in line)
+    text = (f"I1202 20:16:15.574690 140232347937664 pretrain.py:{own}] pretraining corpus: 64 traces\n"
             "I1202 20:16:30.535449 140232347937664 jax_array_handlers.py:582] Scheduling D2H of 36 arrays.\n"
             "I1202 20:16:30.861510 140230002730688 checkpoint.py:459] orbax's checkpoint.py, not ours\n")
     assert [line.split()[3] for line in library_info_lines(text)] == ["jax_array_handlers.py:582]",

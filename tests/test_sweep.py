@@ -87,6 +87,7 @@ def test_points_share_a_pretrain_folder_only_when_their_pretrain_config_is_the_s
     assert sweep.pretrain_dir(a, "/w") != sweep.pretrain_dir(b, "/w", pretrain_seed=a.seed)
 
 
+@pytest.mark.slow
 def test_two_point_sweep_table_plot_rerun_and_changed_config(base, tmp_path):
     """One test (xdist would run a shared fixture once per worker): the sweep, its outputs, a rerun from the command
     line that skips both points, and a changed config that is refused."""

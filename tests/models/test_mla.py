@@ -71,6 +71,7 @@ def test_absorbed_decode_matches_full_forward(use_jit):
     _decode_vs_full(cfg, use_jit, *((10, (6, 3)) if use_jit else (8, (6, 5))))
 
 
+@pytest.mark.slow
 def test_absorbed_decode_plain_query_projection():
     cfg = get_config("moe_tiny", dtype="float32", capacity_factor=8.0, q_lora_rank=0, rope_kind="default",
                      rope_scaling=())
@@ -106,6 +107,7 @@ def test_param_names_and_shapes():
     assert jnp.dtype(jax.eval_shape(lambda: init_cache(cfg, 1, 8))["layers"]["ckv"].dtype) == cfg.compute_dtype
 
 
+@pytest.mark.slow
 def test_query_blocks_match_one_block(monkeypatch):
     """Blocked attention (long sequences without cuDNN): same logits and gradients, packed and over a cache."""
     from r1jax.models import mla

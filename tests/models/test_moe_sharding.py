@@ -37,8 +37,10 @@ def _reference():
     return boxed, params, tokens, jax.jit(_step)(params, tokens)
 
 
-@pytest.mark.parametrize("mesh_cfg", [sh.MeshConfig(data=1, expert=8), sh.MeshConfig(data=2, expert=4),
-                                      sh.MeshConfig(data=1, fsdp=2, expert=2, tensor=2)],
+@pytest.mark.parametrize("mesh_cfg", [pytest.param(sh.MeshConfig(data=1, expert=8), marks=pytest.mark.slow),
+                                      sh.MeshConfig(data=2, expert=4),
+                                      pytest.param(sh.MeshConfig(data=1, fsdp=2, expert=2, tensor=2),
+                                                   marks=pytest.mark.slow)],
                          ids=["expert8", "data2_expert4", "fsdp2_expert2_tensor2"])
 def test_expert_parallel_step_matches_one_device(mesh_cfg):
     boxed, params, tokens, (ref_params, ref_loss, ref_aux) = _reference()

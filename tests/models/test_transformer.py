@@ -82,6 +82,7 @@ def test_cache_decode_matches_full_forward():
         np.testing.assert_allclose(step[:, 0], full[:, t], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sharded_forward_and_grad_match_single_device():
     cfg = CFG.replace(n_heads=4, n_kv_heads=2, vocab_size=256)
     mesh = sh.make_mesh(sh.MeshConfig(data=2, fsdp=2, tensor=2))

@@ -27,6 +27,7 @@ def hf_folder(tmp_path_factory):
     return str(folder), n
 
 
+@pytest.mark.slow
 def test_r1_zero_starts_from_an_hf_folder_with_its_tokenizer(hf_folder, tmp_path):
     folder, n_tok = hf_folder
     config = r1_zero.get_config("hf,rl.steps=2,rl.rollout.prompts_per_step=4,rl.rollout.group_size=2,"
