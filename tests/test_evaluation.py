@@ -206,7 +206,7 @@ def test_completion_text_cuts_at_the_stop_token_and_keeps_the_prefix():
 def _scripted_sampler(tok, script, max_new):
     """A stand-in for `sampling.sample` that 'generates' the given texts (row-major), ending each with eos unless it
     is longer than max_new (then cut: truncated)."""
-    def fake_sample(params, cfg, ids, sampling, rng, mesh=None):
+    def fake_sample(params, cfg, ids, sampling, rng, mesh=None, vocab_limit=None):
         rows = [tok.encode(t) + [tok.eos_id] for t in script[: len(ids) * sampling.n]]
         assert len(rows) == len(ids) * sampling.n
         tokens = np.full((len(rows), max_new), tok.pad_id, np.int32)

@@ -284,20 +284,26 @@ def config_from_hf_file(conv, hf: dict, path: str) -> ModelConfig:
         raise ValueError(f"{path}: {e}") from e
 
 
-def read_config(folder: str) -> dict:
-    path = os.path.join(folder, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{folder} has no config.json")
+def read_json_object(path: str, what: str) -> dict:
+    """A JSON object from `path`; not JSON, not UTF-8 or not an object is a ValueError naming the file (`what` says
+    what the object should hold)."""
     try:
         with open(path) as fh:
-            hf = json.load(fh)
+            obj = json.load(fh)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from e
-    if not isinstance(hf, dict):
-        raise ValueError(f"{path}: expected a JSON object of model settings, got {type(hf).__name__}")
-    return hf
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object of {what}, got {type(obj).__name__}")
+    return obj
+
+
+def read_config(folder: str) -> dict:
+    path = os.path.join(folder, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{folder} has no config.json")
+    return read_json_object(path, "model settings")
 
 
 def load(folder: str, mesh=None, cfg_overrides: dict | None = None, dtype=None) -> tuple[ModelConfig, dict]:

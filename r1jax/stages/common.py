@@ -74,15 +74,10 @@ def _config_from_dict(d: dict, where: str = "model config") -> ModelConfig:
 
 def read_model_meta(path: str) -> dict:
     """model.json of a stage output; a file that is not a JSON object with a 'model' entry is an error naming it."""
+    from r1jax.models.hf import read_json_object
     file = os.path.join(path, "model.json")
-    try:
-        with open(file) as fh:
-            meta = json.load(fh)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{file}: not UTF-8 text (byte {e.start})") from e
-    if not isinstance(meta, dict) or "model" not in meta:
+    meta = read_json_object(file, "the stage output's model config and tokenizer")
+    if "model" not in meta:
         raise ValueError(f"{file}: expected a JSON object with a 'model' entry (the ModelConfig) and 'tokenizer'")
     return meta
 
