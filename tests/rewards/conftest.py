@@ -31,9 +31,7 @@ def _bwrap_with_system_python(monkeypatch) -> None:
     sandbox._probed.pop("bwrap")
 
 
-@pytest.fixture(params=ROUTES)
-def route(request, monkeypatch) -> str:
-    """An isolation route that works here (skips the test for one that does not)."""
+def _working(request, monkeypatch) -> str:
     if request.param == "bwrap":
         _bwrap_with_system_python(monkeypatch)
     try:
@@ -41,15 +39,15 @@ def route(request, monkeypatch) -> str:
     except sandbox.IsolationUnavailable as e:
         pytest.skip(f"{request.param} unavailable here (test_sandbox_isolation checks the refusal): {e}")
     return request.param
+
+
+@pytest.fixture(params=ROUTES)
+def route(request, monkeypatch) -> str:
+    """An isolation route that works here (skips the test for one that does not)."""
+    return _working(request, monkeypatch)
 
 
 @pytest.fixture(params=("bwrap", "namespaces"))
 def isolated_route(request, monkeypatch) -> str:
     """Like `route`, but only the routes with kernel isolation."""
-    if request.param == "bwrap":
-        _bwrap_with_system_python(monkeypatch)
-    try:
-        sandbox.resolve_isolation(request.param)
-    except sandbox.IsolationUnavailable as e:
-        pytest.skip(f"{request.param} unavailable here (test_sandbox_isolation checks the refusal): {e}")
-    return request.param
+    return _working(request, monkeypatch)
