@@ -25,16 +25,25 @@ def sample_file(name: str) -> Path:
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(1-based line number, record) for each non-blank line of a JSON-lines file.
 
-    Raises ValueError naming the file and the line for a line that is not valid JSON or not a JSON object.
+    Raises ValueError naming the file and the line for a line that is not UTF-8, not valid JSON or not a JSON object.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{lineno}: not UTF-8 (byte {raw[e.start:e.start + 1]!r} at column {e.start + 1}); "
+                    "expected one UTF-8 JSON object per line"
+                ) from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise ValueError(
+                    f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+                ) from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             yield lineno, record

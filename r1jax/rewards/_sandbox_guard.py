@@ -1,22 +1,25 @@
-"""Runs inside a sandbox child, before and around the untrusted program. Started by `r1jax.rewards.sandbox` as
+"""Runs inside a sandbox child, before and around the untrusted program. Started by `r1jax.rewards.sandbox`
+(inside bwrap or `_sandbox_ns.py` when isolated, as the unprivileged uid when the caller is root) as
 
-    [unshare --net --pid --fork --kill-child] python -I -S _sandbox_guard.py \
-        WORKDIR PROGRAM CPU_S MEMORY_BYTES FSIZE_BYTES NOFILE STATUS_FD
+    python -I -S guard.py WORKDIR PROGRAM CPU_S MEMORY_BYTES FSIZE_BYTES NOFILE STATUS_FD WALL_S HOOK
 
-Standard library only and never imported by r1jax (`-I` keeps this directory off sys.path, so the sibling
-`math.py` cannot shadow the stdlib). Order of events:
+Standard library only and never imported by r1jax (`-I` keeps its directory off sys.path). Order of events:
 
-1. If we are pid 1 of a fresh pid namespace, fork: the parent stays as a minimal init that reaps everything and exits
-   with the program's status; when it exits the kernel SIGKILLs every process left in the namespace.
-2. Resource limits (CPU seconds, address space, file size, open files, no core dumps, no new processes).
-3. Read and compile the program; report "compiled"/"syntax_error" on STATUS_FD and close it.
-4. Install an audit hook (cannot be removed from Python) that refuses network, process creation, signals to other
-   processes, native-code loading, limit changes and file-system writes outside WORKDIR.
-5. exec the program as `__main__`.
+1. Close every inherited descriptor but stdin/stdout/stderr and STATUS_FD (a launcher's descriptor on a host
+   directory would be a way around the read-only view).
+2. If we are pid 1 of a fresh pid namespace, fork: the parent stays as a minimal init that reaps everything, exits
+   with the program's status, and exits anyway WALL_S seconds later (a second wall clock, inside); when it exits the
+   kernel SIGKILLs every process left in the namespace.
+3. Resource limits (CPU seconds, address space, file size, open files, no core dumps, no new processes).
+4. Read and compile the program; report "compiled"/"syntax_error" on STATUS_FD and close it.
+5. Install an audit hook (cannot be removed from Python) that refuses network, process creation, signals to other
+   processes, native-code loading, limit changes, namespace changes and file-system writes outside WORKDIR.
+   (HOOK=0 leaves it out: only tests do that, to show what the kernel layers hold alone.)
+6. exec the program as `__main__`.
 
-The audit hook is defence in depth, not a security boundary (PEP 578 says so): native code could bypass it, which is
-why ctypes and friends cannot be imported and why the kernel-level layers (namespaces, rlimits, process-group kill)
-exist. Those are described in `r1jax/rewards/sandbox.py`.
+The audit hook is defence in depth, not a security boundary (PEP 578 says so): native code could bypass it, and
+Python code has found ways around blocklists before. The boundary is the kernel: namespaces, a read-only view, an
+unprivileged uid and rlimits (`r1jax/rewards/isolation.py`, docs/security.md).
 """
 
 import os
@@ -27,6 +30,8 @@ BLOCKED_IMPORTS = frozenset(
         "_ctypes", "ctypes", "cffi", "_socket", "socket", "_ssl", "ssl", "_posixsubprocess", "subprocess",
         "_multiprocessing", "multiprocessing", "pty", "resource", "_xxsubinterpreters", "_xxinterpchannels",
         "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase", "_tkinter",
+        # They create files with no audit event on the way (SQLite's own open(), readline's history files).
+        "_sqlite3", "sqlite3", "readline",
     }
 )
 BLOCKED_EVENT_PREFIXES = (
@@ -35,7 +40,7 @@ BLOCKED_EVENT_PREFIXES = (
     "resource.prlimit", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.", "poplib.", "imaplib.", "nntplib.",
     "telnetlib.", "os.add_dll_directory",
     # The hook's own state (the WORKDIR it allows) lives in a closure; without the gc walkers nothing can reach it.
-    "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.unshare", "os.setns",
     # Relative paths are judged against WORKDIR; subinterpreters would start without this hook.
     "os.chdir", "cpython.PyInterpreterState_New",
 )
@@ -57,12 +62,22 @@ PATH_EVENTS = {
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
-def _run_as_namespace_init(status_fd: int) -> None:
-    """pid 1 of a new pid namespace: fork the real work, reap every child, exit with the program's status."""
+def _close_inherited(keep: int) -> None:
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 16)
+
+
+def _run_as_namespace_init(status_fd: int, wall_s: int) -> None:
+    """pid 1 of a new pid namespace: fork the real work, reap every child, exit with the program's status (or 137
+    after `wall_s` seconds: the init of a pid namespace ignores signals it has no handler for, so it gets one)."""
     child = os.fork()
     if child == 0:
         return
     os.close(status_fd)  # only the worker reports; the parent process sees EOF once the worker closed it
+    import signal
+
+    signal.signal(signal.SIGALRM, lambda signum, frame: os._exit(137))
+    signal.setitimer(signal.ITIMER_REAL, wall_s)
     while True:
         try:
             pid, status = os.wait()
@@ -137,8 +152,12 @@ def _install_audit_hook(workdir: str) -> None:
 
     def hook(event, args):
         if event == "import":
+            # Any dotted part, and the file an extension module is loaded from: `spec_from_file_location(
+            # "x._posixsubprocess", path_of_the_so)` loads the real module under another name.
             name = join((args[0],))
-            if name in blocked_imports or name.split(".", 1)[0] in blocked_imports:
+            filename = args[1] if len_(args) > 1 and type_(args[1]) is str_ else ""
+            stem = filename.rsplit("/", 1)[-1].split(".", 1)[0]
+            if stem in blocked_imports or any(part in blocked_imports for part in name.split(".")):
                 raise import_error(f"sandbox: import of {name!r} is not allowed")
         elif event.startswith(blocked_prefixes):
             refuse(event)
@@ -173,9 +192,10 @@ def _install_audit_hook(workdir: str) -> None:
 
 def main() -> None:
     workdir, program_path = sys.argv[1], sys.argv[2]
-    cpu_s, memory_bytes, fsize_bytes, nofile, status_fd = (int(a) for a in sys.argv[3:8])
+    cpu_s, memory_bytes, fsize_bytes, nofile, status_fd, wall_s, hook = (int(a) for a in sys.argv[3:10])
+    _close_inherited(status_fd)
     if os.getpid() == 1:
-        _run_as_namespace_init(status_fd)
+        _run_as_namespace_init(status_fd, wall_s)
     _set_limits(cpu_s, memory_bytes, fsize_bytes, nofile)
     with open(program_path, encoding="utf-8", errors="replace") as f:
         source = f.read()
@@ -189,7 +209,8 @@ def main() -> None:
     os.write(status_fd, b"compiled\n")
     os.close(status_fd)
     del source
-    _install_audit_hook(workdir)
+    if hook:
+        _install_audit_hook(workdir)
     sys.argv = ["solution.py"]
     exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 

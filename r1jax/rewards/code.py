@@ -1,4 +1,8 @@
-"""Code reward: run the completion's program against stdin/stdout tests in the sandbox (`r1jax.rewards.sandbox`)."""
+"""Code reward: run the completion's program against stdin/stdout tests in the sandbox (`r1jax.rewards.sandbox`).
+
+Fails closed: with `isolation='auto'` (the default) on a machine where neither bwrap nor the kernel namespaces work,
+`code_reward` raises `IsolationUnavailable` instead of running the program; `isolation='none'` runs it anyway.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import Sequence
 
 from r1jax.rewards.answers import extract_answer_tag
 from r1jax.rewards.format import parse_reasoning
-from r1jax.rewards.sandbox import SandboxLimits, run_python
+from r1jax.rewards.sandbox import SandboxLimits, resolve_isolation, run_python
 
 MAX_PROGRAM_CHARS = 64_000  # a longer "program" is not run (counts as not compiled)
 MAX_TESTS = 100
@@ -49,7 +53,7 @@ def code_reward(
     timeout_s: float = 2.0,
     memory_mb: int = 512,
     stop_after_timeout: bool = True,
-    isolate: bool | None = None,
+    isolation: str = "auto",
 ) -> dict[str, float]:
     """Runs the program (extracted from a ```python block if there is one) once per test, each
     {"input": str, "output": str}, in a fresh sandbox process.
@@ -57,7 +61,10 @@ def code_reward(
     Returns {'code_pass': fraction of tests whose stdout matches, 'code_compiled': 1.0 | 0.0}. Each run gets
     `timeout_s` wall-clock seconds and `memory_mb` of address space. With `stop_after_timeout`, the first timeout
     fails the remaining tests without running them (an infinite loop then costs one timeout, not one per test).
+    `isolation`: see `r1jax.rewards.sandbox.run_python` ('auto' | 'bwrap' | 'namespaces' | 'none'); checked before
+    anything else, so a machine without isolation refuses even a program that would not compile.
     """
+    route = resolve_isolation(isolation)  # raises IsolationUnavailable: never a silent run without isolation
     if not tests:
         raise ValueError("code_reward: no tests")
     if len(tests) > MAX_TESTS:
@@ -71,7 +78,7 @@ def code_reward(
     limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
     passed = 0
     for test in tests:
-        result = run_python(source, test["input"], limits=limits, isolate=isolate)
+        result = run_python(source, test["input"], limits=limits, isolation=route)
         if not result.compiled:
             return {"code_pass": 0.0, "code_compiled": 0.0}
         passed += result.ok and outputs_match(result.stdout, test["output"])

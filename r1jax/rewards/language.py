@@ -17,6 +17,7 @@ _WORD = re.compile(rf"[{_CJK}]|[^\W\d_{_CJK}]+")
 _ASCII_WORD = re.compile(r"[A-Za-z]+")
 
 LANGUAGES = ("en", "zh")
+MAX_CHARS = 100_000  # only the first this many characters are read (a 10 MB completion took 2.9 s uncapped)
 
 
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
@@ -28,12 +29,13 @@ def _is_target(word: str, target: str) -> bool:
     return _CJK_CHAR.fullmatch(word) is not None
 
 
-def language_consistency(text: str, target: str = "en") -> float:
-    """Share of the words of `text` that are in `target` ('en' or 'zh'), in [0, 1]; 1.0 when there are no words."""
+def language_consistency(text: str, target: str = "en", *, max_chars: int = MAX_CHARS) -> float:
+    """Share of the words of `text[:max_chars]` that are in `target` ('en' or 'zh'), in [0, 1]; 1.0 when there are
+    no words."""
     if target not in LANGUAGES:
         raise ValueError(f"unknown target language {target!r}; known: {', '.join(LANGUAGES)}")
     total = hits = 0
-    for m in _WORD.finditer(text):
+    for m in _WORD.finditer(text, 0, max_chars):
         total += 1
         hits += _is_target(m.group(0), target)
     return 1.0 if total == 0 else hits / total

@@ -7,8 +7,10 @@ its timeouts off (`parsing_timeout=None`, `timeout_seconds=None`) and bound each
 - main thread: one `signal.setitimer` deadline around gold parse + prediction parse + verify; the handler raises a
   BaseException subclass, which math-verify's `except Exception` clauses cannot swallow. A previously armed SIGALRM
   handler/timer (e.g. pytest-timeout) is restored afterwards.
-- any other thread: the judgement runs in a persistent worker process (`python -m r1jax.rewards.math_worker`, one per
-  concurrently calling thread, started on first use); on the deadline the worker is SIGKILLed and replaced lazily.
+- any other thread: the judgement runs in a persistent worker process (`python -m r1jax.rewards.math_worker`), from a
+  pool of at most `set_max_workers(n)` (default: CPUs, at most 8) started on first use; a thread waits for a free
+  one within its own deadline; on the deadline the worker is SIGKILLed and replaced lazily. For whole batches use
+  `r1jax.rewards.batch.score_batch`, whose workers call this in their main thread.
 
 A judgement that runs out of time counts as "not equal". The main-thread bound relies on sympy returning to the
 interpreter between steps (it does on the power towers and factorials we tried); the worker bound is absolute.
@@ -119,6 +121,8 @@ def _judge_with_alarm(pred: str | None, gold: str, timeout_s: float) -> tuple[bo
     started = time.monotonic()
     previous_handler = signal.signal(signal.SIGALRM, on_alarm)
     previous_timer = signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    if 0 < previous_timer[0] < timeout_s:  # an earlier deadline is armed (a batch worker's): keep to it
+        signal.setitimer(signal.ITIMER_REAL, previous_timer[0])
     try:
         try:
             try:
@@ -210,24 +214,38 @@ class _Worker:
                 pass
 
 
-class _WorkerPool:
-    """Idle workers; a calling thread borrows one (starting a new one if none is idle) and returns it after use."""
+def _default_max_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
 
-    def __init__(self) -> None:
+
+class _WorkerPool:
+    """At most `max_workers` worker processes; a calling thread borrows an idle one (starting one while fewer exist)
+    and returns it after use. A thread that finds every worker busy waits for one, and that wait counts against its
+    own deadline (32 threads used to start 32 workers; now they queue)."""
+
+    def __init__(self, max_workers: int) -> None:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_workers)
+        self.max_workers = max_workers
 
     def judge(self, pred: str | None, gold: str, timeout_s: float) -> tuple[bool, bool]:
-        with self._lock:
-            worker = self._idle.pop() if self._idle else None
-        if worker is None or not worker.alive():
-            worker = _Worker()
-        verdict = worker.judge(pred, gold, timeout_s)
-        if verdict is None:  # timed out: the worker was killed; a fresh one starts on a later call
-            return True, False
-        with self._lock:
-            self._idle.append(worker)
-        return verdict
+        started = time.monotonic()
+        if not self._slots.acquire(timeout=timeout_s):
+            return True, False  # no worker free within the deadline: out of time, like any other timeout
+        try:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None or not worker.alive():
+                worker = _Worker()
+            verdict = worker.judge(pred, gold, max(timeout_s - (time.monotonic() - started), 1e-3))
+            if verdict is None:  # timed out: the worker was killed; a fresh one starts on a later call
+                return True, False
+            with self._lock:
+                self._idle.append(worker)
+            return verdict
+        finally:
+            self._slots.release()
 
     def close(self) -> None:
         with self._lock:
@@ -236,8 +254,18 @@ class _WorkerPool:
             worker.kill()
 
 
-_POOL = _WorkerPool()
-atexit.register(_POOL.close)
+_POOL = _WorkerPool(_default_max_workers())
+atexit.register(lambda: _POOL.close())
+
+
+def set_max_workers(n: int) -> None:
+    """Bounds the worker processes used by calls from threads other than the main one (default: CPUs, at most 8).
+    Call it at start (e.g. from the config); the workers of the previous pool are stopped."""
+    global _POOL
+    if n < 1:
+        raise ValueError(f"math worker pool size must be >= 1, got {n}")
+    old, _POOL = _POOL, _WorkerPool(n)
+    old.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The code sandbox: programs run, hostile programs are stopped, and the caller carries on."""
+"""The code sandbox: programs run, hostile programs are stopped, and the caller carries on. Every layer is exercised
+once per isolation route that works here (the `route` fixture, tests/rewards/conftest.py); the escape suite is
+test_sandbox_escapes.py."""
 
 import os
 import socket
@@ -8,29 +10,26 @@ import uuid
 
 import pytest
 
+from r1jax.rewards import code
 from r1jax.rewards.code import code_reward, completion_program, extract_program, outputs_match
-from r1jax.rewards.sandbox import SandboxLimits, namespace_prefix, run_python
+from r1jax.rewards.sandbox import SandboxLimits, run_python
 
 LIMITS = SandboxLimits(timeout_s=1.0)
-HAS_NAMESPACES = bool(namespace_prefix())
-# Every layer is exercised twice: with the kernel namespaces when this machine has them, and without.
-ISOLATE = [None, False]
 ADD = [{"input": "1 2\n", "output": "3\n"}, {"input": "-5 10\n", "output": "5"}, {"input": "7 0", "output": "7\n"}]
 
 
-def test_runs_a_program_with_stdin():
-    result = run_python("print(input()[::-1])", "hello\n", limits=LIMITS)
+def test_runs_a_program_with_stdin(route):
+    result = run_python("print(input()[::-1])", "hello\n", limits=LIMITS, isolation=route)
     assert result.ok and result.stdout == "olleh\n"
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_code_reward_scores_pass_fraction(isolate):
+def test_code_reward_scores_pass_fraction(route):
     good = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
-    assert code_reward(good, ADD, isolate=isolate) == {"code_pass": 1.0, "code_compiled": 1.0}
+    assert code_reward(good, ADD, isolation=route) == {"code_pass": 1.0, "code_compiled": 1.0}
     half = "a, b = map(int, input().split())\nprint(a + b if a > 0 else 0)"
-    assert code_reward(half, ADD, isolate=isolate) == {"code_pass": 2 / 3, "code_compiled": 1.0}
-    assert code_reward("def f(:\n", ADD, isolate=isolate) == {"code_pass": 0.0, "code_compiled": 0.0}
-    assert code_reward("", ADD, isolate=isolate) == {"code_pass": 0.0, "code_compiled": 0.0}
+    assert code_reward(half, ADD, isolation=route) == {"code_pass": 2 / 3, "code_compiled": 1.0}
+    assert code_reward("def f(:\n", ADD, isolation=route) == {"code_pass": 0.0, "code_compiled": 0.0}
+    assert code_reward("", ADD, isolation=route) == {"code_pass": 0.0, "code_compiled": 0.0}
 
 
 def test_code_reward_rejects_malformed_tests():
@@ -40,17 +39,21 @@ def test_code_reward_rejects_malformed_tests():
         code_reward("print(1)", [])
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_infinite_loop_is_stopped(isolate):
-    start = time.perf_counter()
-    scores = code_reward("while True:\n    pass", ADD, timeout_s=1.0, isolate=isolate)
+def test_infinite_loop_is_stopped(route, monkeypatch):
+    runs = []
+
+    def counting(*args, **kwargs):
+        runs.append(run_python(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(code, "run_python", counting)
+    scores = code_reward("while True:\n    pass", ADD, timeout_s=0.3, isolation=route)
     assert scores == {"code_pass": 0.0, "code_compiled": 1.0}
-    assert time.perf_counter() - start < 5.0  # one timeout, not one per test (stop_after_timeout)
+    assert [r.timed_out for r in runs] == [True]  # one timeout, not one per test (stop_after_timeout)
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_sleep_is_stopped_by_the_wall_clock(isolate):
-    result = run_python("import time\ntime.sleep(60)", limits=LIMITS, isolate=isolate)
+def test_sleep_is_stopped_by_the_wall_clock(route):
+    result = run_python("import time\ntime.sleep(60)", limits=SandboxLimits(timeout_s=0.3), isolation=route)
     assert result.timed_out and not result.ok
 
 
@@ -66,21 +69,18 @@ def test_sleep_is_stopped_by_the_wall_clock(isolate):
     ],
     ids=["fork_bomb", "subprocess", "system", "posix_spawn", "multiprocessing", "pty"],
 )
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_process_creation_is_refused(program, isolate):
-    result = run_python(program + "\nprint('spawned')", limits=LIMITS, isolate=isolate)
+def test_process_creation_is_refused(program, route):
+    result = run_python(program + "\nprint('spawned')", limits=LIMITS, isolation=route)
     assert not result.ok and "spawned" not in result.stdout
     assert not result.timed_out  # refused at once, not left to the clock
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_huge_allocation_fails_inside_the_child(isolate):
-    result = run_python("x = bytearray(10 * 1024**3)\nprint('allocated')", limits=LIMITS, isolate=isolate)
+def test_huge_allocation_fails_inside_the_child(route):
+    result = run_python("x = bytearray(10 * 1024**3)\nprint('allocated')", limits=LIMITS, isolation=route)
     assert not result.ok and "MemoryError" in result.stderr and "allocated" not in result.stdout
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_network_connection_is_refused(isolate):
+def test_network_connection_is_refused(route):
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
@@ -91,7 +91,7 @@ def test_network_connection_is_refused(isolate):
             f"s = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
             "s.sendall(b'leak')\nprint('CONNECTED')"
         )
-        result = run_python(program, limits=LIMITS, isolate=isolate)
+        result = run_python(program, limits=LIMITS, isolation=route)
         assert not result.ok and "CONNECTED" not in result.stdout
         with pytest.raises(socket.timeout):
             server.accept()
@@ -120,12 +120,11 @@ ESCAPES = {
 
 
 @pytest.mark.parametrize("name", sorted(ESCAPES))
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_writes_outside_the_workdir_are_refused(name, isolate):
+def test_writes_outside_the_workdir_are_refused(name, route):
     target = f"/tmp/r1jax_escape_{uuid.uuid4().hex}"
     program = f"TARGET = {target!r}\n" + ESCAPES[name] + "\nprint('ESCAPED')"
     try:
-        result = run_python(program, limits=LIMITS, isolate=isolate)
+        result = run_python(program, limits=LIMITS, isolation=route)
         assert "ESCAPED" not in result.stdout
         assert not os.path.exists(target)
     finally:
@@ -133,28 +132,25 @@ def test_writes_outside_the_workdir_are_refused(name, isolate):
             os.unlink(target)
 
 
-def test_writes_inside_the_workdir_are_fine():
+def test_writes_inside_the_workdir_are_fine(route):
     program = "open('out.txt', 'w').write('kept')\nimport os\nos.mkdir('d')\nprint(open('out.txt').read())"
-    result = run_python(program, limits=LIMITS)
+    result = run_python(program, limits=LIMITS, isolation=route)
     assert result.ok and result.stdout.startswith("kept")
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_signals_to_other_processes_are_refused(isolate):
-    result = run_python(f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)", limits=LIMITS, isolate=isolate)
+def test_signals_to_other_processes_are_refused(route):
+    result = run_python(f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)", limits=LIMITS, isolation=route)
     assert not result.ok  # and we are still here to check
 
 
-@pytest.mark.parametrize("isolate", ISOLATE)
-def test_output_flood_is_capped(isolate):
-    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", limits=LIMITS, isolate=isolate)
+def test_output_flood_is_capped(route):
+    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", limits=LIMITS, isolation=route)
     assert not result.ok and len(result.stdout) <= LIMITS.max_output_bytes
 
 
-@pytest.mark.skipif(not HAS_NAMESPACES, reason="unshare --net --pid does not work on this machine")
-def test_namespaces_hide_the_network_and_the_host_processes():
+def test_namespaces_hide_the_network_and_the_host_processes(isolated_route):
     program = "import os\nprint(os.getpid())\nprint(open('/proc/net/dev').read())"
-    result = run_python(program, limits=LIMITS, isolate=True)
+    result = run_python(program, limits=LIMITS, isolation=isolated_route)
     assert result.ok, result.stderr
     pid, _, net = result.stdout.partition("\n")
     assert int(pid) == 2  # pid 1 is the guard, acting as the namespace's init

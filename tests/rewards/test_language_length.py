@@ -57,3 +57,15 @@ def test_cosine_scaled_reward_endpoints_and_order():
     assert correct == sorted(correct, reverse=True)  # shorter correct answers earn more
     assert wrong == sorted(wrong)  # longer wrong answers are punished less
     assert min(correct) > max(wrong)
+
+
+def test_language_reads_a_capped_length():
+    import time
+
+    from r1jax.rewards.language import MAX_CHARS
+
+    text = "word " * 2_000_000  # 10 MB
+    start = time.perf_counter()
+    assert language_consistency(text + "中" * 10) == 1.0  # the tail past the cap is not read
+    assert time.perf_counter() - start < 0.5
+    assert language_consistency("中" * 10, max_chars=MAX_CHARS) == 0.0

@@ -2,6 +2,11 @@
 
 JSONL records: {"prompt": str, "tests": [{"input": str, "output": str}, ...]}. Without paths the shipped
 `code_sample.jsonl` serves both splits (a smoke test).
+
+`isolation` (config: `task.kwargs.isolation`) is the sandbox's: 'auto' (default: bwrap, else kernel namespaces),
+'bwrap', 'namespaces', or 'none'. It is checked when the task is built, so a run on a machine that cannot isolate
+fails at its start with an error naming what is missing; 'none' runs untrusted code without isolation and logs a
+warning at start (docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from r1jax.data.jsonl import sample_file
 from r1jax.data.tasks.base import check_format_style, common_components
 from r1jax.data.tasks.math_jsonl import RecordError, load_records, record_text
 from r1jax.rewards.code import MAX_TESTS, code_reward, completion_program
+from r1jax.rewards.sandbox import resolve_isolation, warn_if_unisolated
 
 
 def code_record(record: dict) -> dict:
@@ -34,12 +40,15 @@ class CodeTask:
     timeout_s: float = 2.0  # per test, wall clock
     memory_mb: int = 512
     format_style: str = "think_answer"
+    isolation: str = "auto"  # of the sandbox: 'auto' | 'bwrap' | 'namespaces' | 'none'
 
     name: ClassVar[str] = "code"
     answer_kind: ClassVar[str] = "code"
 
     def __post_init__(self):
         check_format_style(self.format_style)
+        resolve_isolation(self.isolation)  # fail at the start of a run, not at its first reward
+        warn_if_unisolated(self.isolation, "CodeTask")
         self._cache: dict[str, list[dict]] = {}
 
     def _load(self, path: str | None) -> list[dict]:
@@ -57,7 +66,8 @@ class CodeTask:
     def reward(self, completion: str, example: Mapping) -> dict[str, float]:
         """{'accuracy' (all tests pass), 'code_pass' (fraction), 'code_compiled', 'format', 'language'}."""
         scores = code_reward(
-            completion_program(completion), example["tests"], timeout_s=self.timeout_s, memory_mb=self.memory_mb
+            completion_program(completion), example["tests"], timeout_s=self.timeout_s, memory_mb=self.memory_mb,
+            isolation=self.isolation,
         )
         return {
             "accuracy": float(scores["code_pass"] == 1.0),
