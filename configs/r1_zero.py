@@ -78,6 +78,10 @@ def base() -> CD:
     # answer that stops early scores like a long search that runs out of tokens, and search is not rewarded.
     r.reward_weights = CD(dict(countdown=1.0))
     r.reward_control = "none"  # 'shuffle': the control run (rewards permuted across the step's rows)
+    # Rule rewards: a pool of worker processes (0 = the CPU count, at most 8; -1 = in this process, no deadlines),
+    # each sample under its own deadline (timed out = scored 0, counted in reward/timed_out_frac), the batch capped
+    # at reward_batch_timeout_s (0 = no cap).
+    r.reward_workers, r.reward_timeout_s, r.reward_batch_timeout_s = 0, 10.0, 0.0
     r.advantage_scale = "group"
     r.dynamic_sampling, r.max_sample_rounds = False, 3
     r.num_minibatches, r.inner_epochs, r.shuffle_minibatches = 1, 1, False

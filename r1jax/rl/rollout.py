@@ -30,6 +30,7 @@ class Rollout:
     components: dict[str, np.ndarray]    # name -> [P*G] reward components
     rewards: np.ndarray                  # [P*G] weighted total
     group_size: int
+    timed_out: np.ndarray | None = None  # [P*G] the reward ran past its deadline (scored 0); None = not tracked
 
     def select_groups(self, keep: np.ndarray) -> "Rollout":
         """The rollout restricted to the prompts where `keep` [P] is true."""
@@ -37,7 +38,8 @@ class Rollout:
         pick = lambda xs: [x for x, k in zip(xs, keep) if k]  # noqa: E731
         return Rollout(pick(self.examples), pick(self.prompt_ids), self.tokens[rows], self.logprobs[rows],
                        self.lengths[rows], self.finished[rows], [t for t, k in zip(self.texts, rows) if k],
-                       {k: v[rows] for k, v in self.components.items()}, self.rewards[rows], self.group_size)
+                       {k: v[rows] for k, v in self.components.items()}, self.rewards[rows], self.group_size,
+                       None if self.timed_out is None else self.timed_out[rows])
 
     @staticmethod
     def concat(parts: Sequence["Rollout"]) -> "Rollout":
@@ -49,7 +51,39 @@ class Rollout:
                        np.concatenate([p.lengths for p in parts]), np.concatenate([p.finished for p in parts]),
                        sum((p.texts for p in parts), []),
                        {k: np.concatenate([p.components[k] for p in parts]) for k in first.components},
-                       np.concatenate([p.rewards for p in parts]), first.group_size)
+                       np.concatenate([p.rewards for p in parts]), first.group_size,
+                       None if any(p.timed_out is None for p in parts)
+                       else np.concatenate([p.timed_out for p in parts]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """How rule rewards are scored: a bounded pool of `workers` processes (0 = the CPU count, at most 8), each sample
+    under its own `timeout_s` deadline (a timed-out sample scores 0 and is counted), the whole batch under
+    `batch_timeout_s` (0 = no cap). `workers=-1` scores in this process, one sample after another, without deadlines
+    (what a reward that cannot be pickled to a worker gets, with a warning)."""
+    workers: int = 0
+    timeout_s: float = 10.0
+    batch_timeout_s: float = 0.0
+
+
+def score_rewards(reward_fn, texts: Sequence[str], rows: Sequence[Mapping],
+                  scoring: "Scoring | None") -> tuple[list[dict], np.ndarray | None]:
+    """Components per text (dicts) and which timed out ([R] bool; None when scored in this process)."""
+    import logging
+    import pickle
+    if scoring is not None and scoring.workers >= 0:
+        from r1jax.rewards.batch import score_batch
+        try:
+            pickle.dumps(reward_fn)
+        except Exception as e:  # noqa: BLE001 - any pickling failure means: no worker can run it
+            logging.warning("the task's reward cannot be pickled to a scoring worker (%s): scoring in this process, "
+                            "without per-sample deadlines", e)
+        else:
+            scored = score_batch(reward_fn, list(texts), list(rows), workers=scoring.workers or None,
+                                 timeout_s=scoring.timeout_s, batch_timeout_s=scoring.batch_timeout_s or None)
+            return [dict(c) for c in scored.components], np.asarray(scored.timed_out, bool)
+    return [dict(reward_fn(t, e)) for t, e in zip(texts, rows)], None
 
 
 def weighted_reward(components: Mapping[str, float], weights: Mapping[str, float]) -> float:
@@ -62,7 +96,7 @@ def weighted_reward(components: Mapping[str, float], weights: Mapping[str, float
 
 def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: SamplingConfig, rng, *,
             template: str, weights: Mapping[str, float], mesh=None, overlong_buffer: int = 0,
-            reward_model=None, vocab_limit: int | None = None) -> Rollout:
+            reward_model=None, vocab_limit: int | None = None, scoring: "Scoring | None" = None) -> Rollout:
     """Samples `sampling.n` completions per example and scores them with the task's verifier.
 
     `reward_model(row_examples, texts) -> {name: [R] array}` (optional) adds learned reward components to every row
@@ -73,15 +107,14 @@ def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: Sa
     bos = getattr(tokenizer, "bos_text", "")
     prompt_ids = [tokenizer.encode(tmpl.render(e["prompt"], bos)) for e in examples]
     out = sample(params, cfg, prompt_ids, sampling, rng, mesh=mesh, vocab_limit=vocab_limit)
-    texts, comps = [], []
-    for r in range(len(out.lengths)):
-        ids = [int(t) for t in out.tokens[r, :out.lengths[r]] if t != tokenizer.eos_id]
-        text = tmpl.completion_prefix + tokenizer.decode(ids)
-        c = dict(task.reward(text, examples[r // sampling.n]))
+    texts = [tmpl.completion_prefix + tokenizer.decode([int(t) for t in out.tokens[r, :out.lengths[r]]
+                                                         if t != tokenizer.eos_id])
+             for r in range(len(out.lengths))]
+    rows = [examples[r // sampling.n] for r in range(len(texts))]
+    comps, timed_out = score_rewards(task.reward, texts, rows, scoring)
+    for r, c in enumerate(comps):
         if overlong_buffer:
             c["overlong"] = overlong_penalty(int(out.lengths[r]), sampling.max_new_tokens, overlong_buffer)
-        texts.append(text)
-        comps.append(c)
     if reward_model is not None:
         learned = reward_model([examples[r // sampling.n] for r in range(len(texts))], texts)
         for name, values in learned.items():
@@ -91,7 +124,8 @@ def rollout(params, cfg, tokenizer, task, examples: Sequence[dict], sampling: Sa
     components = {k: np.asarray([c[k] for c in comps], np.float32) for k in names}
     rewards = np.asarray([weighted_reward(c, weights) for c in comps], np.float32)
     return Rollout(list(examples), prompt_ids, np.asarray(out.tokens), np.asarray(out.logprobs),
-                   np.asarray(out.lengths), np.asarray(out.finished), texts, components, rewards, sampling.n)
+                   np.asarray(out.lengths), np.asarray(out.finished), texts, components, rewards, sampling.n,
+                   timed_out)
 
 
 def informative_groups(ro: Rollout) -> np.ndarray:
@@ -118,6 +152,7 @@ class CollectConfig:
     max_sample_rounds: int = 1
     overlong_buffer: int = 0
     reward_control: str = "none"
+    scoring: Scoring | None = None
 
     def __post_init__(self):
         if self.reward_control not in REWARD_CONTROLS:
@@ -147,7 +182,7 @@ def collect(params, cfg, tokenizer, task, next_prompts, sampling: SamplingConfig
         rng, key = jax.random.split(rng)
         ro = rollout(params, cfg, tokenizer, task, next_prompts(), sampling, key, template=cc.template,
                      weights=dict(cc.weights), mesh=mesh, overlong_buffer=cc.overlong_buffer,
-                     reward_model=reward_model, vocab_limit=vocab_limit)
+                     reward_model=reward_model, vocab_limit=vocab_limit, scoring=cc.scoring)
         if not cc.dynamic_sampling:
             parts = [ro]
             break
@@ -198,6 +233,8 @@ def rollout_metrics(ro: Rollout, max_new_tokens: int) -> dict[str, float]:
     lens = response_length_stats(ro.lengths, max_new_tokens, finished=ro.finished)
     out.update({f"response_length/{k}": float(v) for k, v in lens.items()})
     out["reflection_rate"] = float(reflection_word_rate(ro.texts))
+    if ro.timed_out is not None:
+        out["reward/timed_out_frac"] = float(np.mean(ro.timed_out))
     out["groups_informative"] = float(informative_groups(ro).mean())
     return out
 

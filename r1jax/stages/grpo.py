@@ -83,7 +83,10 @@ def collect_config(config: ml_collections.ConfigDict) -> ro_lib.CollectConfig:
                                 weights=dict(config.reward_weights), dynamic_sampling=config.dynamic_sampling,
                                 max_sample_rounds=config.max_sample_rounds,
                                 overlong_buffer=config.rollout.overlong_buffer,
-                                reward_control=config.reward_control)
+                                reward_control=config.reward_control,
+                                scoring=ro_lib.Scoring(workers=config.reward_workers,
+                                                       timeout_s=config.reward_timeout_s,
+                                                       batch_timeout_s=config.reward_batch_timeout_s))
 
 
 def train_seq_len(task, tokenizer, template: str, max_new_tokens: int, multiple: int = 64) -> int:

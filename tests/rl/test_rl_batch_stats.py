@@ -39,3 +39,18 @@ def test_response_length_stats():
         response_length_stats([], 32)
     with pytest.raises(ValueError, match="finished"):
         response_length_stats([1, 2], 32, finished=[True])
+
+
+def test_rollout_rewards_score_in_a_bounded_pool_with_deadlines():
+    """rollout.score_rewards: the pool path gives the in-process components and flags timed-out samples; a reward
+    that cannot be pickled is scored in this process (with a warning)."""
+    from r1jax.data.tasks import get_task
+    from r1jax.rl.rollout import Scoring, score_rewards
+    task = get_task("countdown", num_train=8, num_test=4)
+    ex = task.test_examples()[:2]
+    texts = ["<think> x </think> <answer>1+2</answer>", "no answer"]
+    pooled, timed_out = score_rewards(task.reward, texts, ex, Scoring(workers=2, timeout_s=5.0))
+    local, none = score_rewards(task.reward, texts, ex, Scoring(workers=-1))
+    assert pooled == local and list(timed_out) == [False, False] and none is None
+    unpicklable, none = score_rewards(lambda t, e: {"accuracy": 1.0}, texts, ex, Scoring(workers=2))
+    assert unpicklable == [{"accuracy": 1.0}] * 2 and none is None
