@@ -144,6 +144,13 @@ def run(a, out: str) -> dict:
             write(out, dict(rec, step_times=step_times, generate_times=gen_times, step_s=step_times[-1],
                             partial=True, error="partial: the run had not finished when this was written"))
 
+    if a.beta > 0:
+        # TRL builds its reference model from the policy's config name (a hub id): with random weights made here
+        # there is none, so the model goes through a local folder and TRL loads both policy and reference from it.
+        model_dir = os.path.join(out_dir, "model")
+        model.save_pretrained(model_dir)
+        model = model_dir
+        config.model_init_kwargs = {"dtype": a.dtype}
     trainer = trl.GRPOTrainer(model=model, reward_funcs=length_reward, args=config, train_dataset=data,
                               processing_class=tokenizer, callbacks=[StepTimer()])
     inner = getattr(trainer, "_generate_and_score_completions", None)
